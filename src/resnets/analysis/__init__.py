@@ -1,0 +1,1 @@
+"""Analyses of trained nets and their runs (curves, layer responses)."""

@@ -1,0 +1,44 @@
+"""`resnets eval`: top-1 / top-5 error, per-class accuracy and confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="measure a checkpoint on a dataset split",
+        description="Evaluate a checkpoint. --split val re-creates the checkpoint run's "
+                    "held-out split (same --val-split and seed) from the training images of "
+                    "--data; --split test needs a source with a test split (the official "
+                    "release, or a folder with test/).")
+    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
+    p.add_argument("--data", default=None,
+                   help="dataset source (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="val")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..eval.run import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
+                              batch_size=args.batch_size, device=args.device,
+                              cache_dir=args.cache_dir)
+    print(f"{res['model']} on {res['split']} split of {res['data_source']}: n={res['n']}")
+    print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
+          f"  loss {res['loss']:.4f}")
+    width = max(len(c) for c in res["classes"])
+    print("per-class accuracy:")
+    for name, acc in zip(res["classes"], res["per_class_accuracy"], strict=True):
+        print(f"  {name:<{width}} {100 * acc:6.2f}%")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    for name, row in zip(res["classes"], res["confusion"], strict=True):
+        print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    if args.json:
+        print(json.dumps(res))
+    return 0

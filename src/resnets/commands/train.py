@@ -1,0 +1,65 @@
+"""`resnets train`: train a CIFAR ResNet with a recipe (default: the paper's CIFAR-10 recipe)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..train.config import list_recipes, resolve_config
+
+# CLI flag -> TrainConfig field, for the options that map one to one.
+FIELDS = {
+    "model": str, "data": str, "cache_dir": str, "iterations": int, "batch_size": int,
+    "lr": float, "warmup_lr": float, "momentum": float, "weight_decay": float,
+    "val_split": int, "train_subset": int, "seed": int, "device": str, "precision": str,
+    "log_every": int, "eval_every": int, "save_every": int, "max_nonfinite": int,
+    "normalization": str,
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a network (CIFAR-10 recipes of the paper)",
+        description="Train a registered network. Values come from --recipe, then from the "
+                    "flags given. The resolved config is written to OUT/config.json and into "
+                    "every checkpoint. Stop with Ctrl-C or SIGTERM at any time: the run saves "
+                    "and can be continued with --resume auto.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default="cifar10-paper",
+                   help=f"recipe name ({', '.join(list_recipes())}) or a .toml path")
+    p.add_argument("--out", default=None, help="run directory (default: runs/MODEL)")
+    p.add_argument("--resume", metavar="auto|PATH", default=None,
+                   help="continue a run: 'auto' takes the newest complete checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    for name, typ in FIELDS.items():
+        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+    g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="comma-separated iterations where lr is divided by 10 "
+                        "(default: the recipe's, rescaled when --iterations is given)")
+    g.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option of the model")
+    g.add_argument("--unit", help="residual-unit variant, e.g. full_preact")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--skip-bad-images", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip unreadable image files (counted) instead of stopping")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args):
+    overrides = {name: getattr(args, name) for name in FIELDS}
+    for name in ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images"):
+        overrides[name] = getattr(args, name)
+    model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
+    if model_kwargs:
+        overrides["model_kwargs"] = model_kwargs
+    return resolve_config(args.recipe, **overrides)
+
+
+def run(args) -> int:
+    from ..train.loop import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume, quiet=args.quiet)
+    result = trainer.fit()
+    return result.exit_code

@@ -1,0 +1,1 @@
+"""Evaluation: error metrics and test protocols."""

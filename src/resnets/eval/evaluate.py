@@ -1,0 +1,53 @@
+"""Run a model over a loader and summarise top-1 / top-5 error, loss and the confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import confusion_matrix, per_class_accuracy, topk_correct
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict:
+    """Errors are fractions in [0, 1]. Accumulates on the device; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    n = 0
+    loss_sum = top1 = top5 = None
+    confusion = None
+    for x, y in batches:
+        with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        batch = (F.cross_entropy(logits, y, reduction="sum"), topk_correct(logits, y, 1),
+                 topk_correct(logits, y, 5),
+                 confusion_matrix(logits.argmax(1), y, num_classes))
+        if loss_sum is None:
+            loss_sum, top1, top5, confusion = batch
+        else:
+            loss_sum, top1, top5 = loss_sum + batch[0], top1 + batch[1], top5 + batch[2]
+            confusion += batch[3]
+        n += y.numel()
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate() got no samples")
+    confusion = confusion.cpu()
+    return {
+        "n": n,
+        "loss": loss_sum.item() / n,
+        "top1_error": 1.0 - top1.item() / n,
+        "top5_error": 1.0 - top5.item() / n,
+        "per_class_accuracy": per_class_accuracy(confusion).tolist(),
+        "confusion": confusion.tolist(),
+    }

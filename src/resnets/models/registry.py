@@ -1,0 +1,67 @@
+"""Name -> builder registry. Builders are keyword-only; names are unique (duplicates refused)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str  # "cifar" (32x32 input, 3 stages) or "imagenet" (224x224 input, 4 stages)
+    depth: int  # weighted layers, as the paper counts them
+    input_size: tuple[int, int, int]  # default (C, H, W)
+    builder: Callable[..., nn.Module]
+    description: str
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(*, family: str, depth: int, description: str):
+    """Decorator that registers a keyword-only builder under its function name."""
+    size = {"cifar": (3, 32, 32), "imagenet": (3, 224, 224)}[family]
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelInfo(name, family, depth, size, fn, description)
+        return fn
+
+    return wrap
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of ``name``; unknown names raise with the closest suggestions."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Run `resnets models` to list all "
+            f"{len(_REGISTRY)} registered names."
+        ) from None
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names, optionally only one family (``"cifar"`` or ``"imagenet"``)."""
+    return sorted(
+        (n for n, info in _REGISTRY.items() if family is None or info.family == family),
+        key=lambda n: (_REGISTRY[n].family, n.rstrip("0123456789"), _REGISTRY[n].depth),
+    )
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model; keyword ``overrides`` reach the `ResNet` constructor."""
+    return model_info(name).builder(**overrides)

@@ -1,0 +1,163 @@
+"""One `ResNet` class for every network of the paper: ImageNet and CIFAR, residual and plain.
+
+Layout (PAPER.md sections 3-4): stem -> ``layer1..layerK`` -> global average pool -> ``fc``.
+The first block of every stage after the first downsamples with stride 2. Attribute names
+match torchvision (``conv1``, ``bn1``, ``maxpool``, ``layer1``..``layer4``, ``fc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .blocks import SHORTCUTS, UNITS, BasicBlock, Bottleneck
+
+Stem = Literal["imagenet", "cifar"]
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """A residual (or plain) network.
+
+    Args:
+        block: ``"basic"`` or ``"bottleneck"``.
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` or ``(3, 3, 3)`` for CIFAR resnet20.
+        widths: base width of each stage (bottleneck outputs are 4x).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool) or ``"cifar"`` (3x3 conv, 16 filters).
+        stem_width: output channels of the stem conv.
+        shortcut: option ``"A"``, ``"B"`` or ``"C"`` of the paper's Table 3.
+        residual: ``False`` builds the plain counterpart (no shortcuts at all).
+        unit: residual-unit variant, see :mod:`resnets.models.blocks`.
+        stride_in_1x1: bottleneck stride on the 1x1 (paper, "v1") or the 3x3 (torchvision, "v1.5").
+        num_classes: size of the final fc layer.
+        in_chans: input image channels.
+        zero_init_last: start every residual branch at zero (a common recipe tweak; off in
+            the paper).
+    """
+
+    def __init__(
+        self,
+        *,
+        block: str = "basic",
+        layers: Sequence[int] = (2, 2, 2, 2),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem: Stem = "imagenet",
+        stem_width: int = 64,
+        shortcut: str = "B",
+        residual: bool = True,
+        unit: str = "original",
+        stride_in_1x1: bool = True,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        zero_init_last: bool = False,
+    ):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+        if len(layers) != len(widths) or not layers:
+            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must match")
+        if num_classes < 1 or in_chans < 1:
+            raise ValueError("num_classes and in_chans must be positive")
+        block_cls = BLOCKS[block]
+        self.unit = unit
+        preact = unit == "full_preact"
+
+        # Stem. Pre-activation blocks normalize their own input, so their stem is a bare conv.
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width)
+        self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+
+        in_ch = stem_width
+        self.stage_names: list[str] = []
+        for i, (n, width) in enumerate(zip(layers, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n):
+                blocks.append(
+                    block_cls(
+                        in_ch,
+                        width,
+                        stride if j == 0 else 1,
+                        shortcut=shortcut,
+                        residual=residual,
+                        unit=unit,
+                        stride_in_1x1=stride_in_1x1,
+                    )
+                )
+                in_ch = width * block_cls.expansion
+            name = f"layer{i + 1}"
+            setattr(self, name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+        self.num_features = in_ch
+        # Units whose output is not activated get the missing BN/ReLU once, before pooling.
+        if preact:
+            self.final_act = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True))
+        elif unit == "relu_preact":
+            self.final_act = nn.ReLU(inplace=True)
+        else:
+            self.final_act = nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self._init_weights(zero_init_last)
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        # He et al. (2015) init, fan-out with ReLU gain, as in the paper; BN starts at identity.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last") and m is not self:
+                    m.zero_init_last()
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, name) for name in self.stage_names]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-stage feature maps ``{"stem": ..., "layer1": ..., ...}`` for backbones.
+
+        The last stage's map includes the final pre-activation BN/ReLU where the unit has one.
+        """
+        feats = {"stem": (x := self.forward_stem(x))}
+        for name, stage in zip(self.stage_names, self.stages, strict=True):
+            x = stage(x)
+            feats[name] = x
+        feats[self.stage_names[-1]] = self.final_act(x)
+        return feats
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, F, h, w)
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.final_act(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)  # (B, F)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the fc layer (for fine-tuning on a new label set)."""
+        self.fc = nn.Linear(self.num_features, num_classes)

@@ -1,0 +1,76 @@
+"""The registered networks of PAPER.md: ImageNet (Table 1) and CIFAR-10 (Sec. 4.2) families.
+
+ImageNet nets default to shortcut option B (the paper's main ImageNet choice), CIFAR nets to
+option A (so residual and plain twins have identical parameters). Every builder takes the
+`ResNet` keyword arguments as overrides, e.g. ``create_model("resnet50", stride_in_1x1=False)``.
+"""
+
+from __future__ import annotations
+
+from .registry import register_model
+from .resnet import ResNet
+
+IMAGENET_LAYERS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def imagenet_resnet(depth: int, **kwargs) -> ResNet:
+    block, layers = IMAGENET_LAYERS[depth]
+    cfg = dict(block=block, layers=layers, widths=(64, 128, 256, 512), stem="imagenet",
+               stem_width=64, shortcut="B")
+    cfg.update(kwargs)
+    return ResNet(**cfg)
+
+
+def cifar_resnet(depth: int, *, block: str = "basic", **kwargs) -> ResNet:
+    """CIFAR net of depth 6n+2 (basic) or 9n+2 (bottleneck): 3 stages of 16/32/64 filters."""
+    per_block = 2 if block == "basic" else 3
+    if (depth - 2) % (3 * per_block):
+        raise ValueError(f"CIFAR {block} depth must be {3 * per_block}n+2, got {depth}")
+    n = (depth - 2) // (3 * per_block)
+    cfg = dict(block=block, layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
+               stem_width=16, shortcut="A", num_classes=10)
+    cfg.update(kwargs)
+    return ResNet(**cfg)
+
+
+def _imagenet(depth: int, prefix: str, description: str, **fixed):
+    def builder(**kwargs) -> ResNet:
+        return imagenet_resnet(depth, **{**fixed, **kwargs})
+
+    builder.__name__ = f"{prefix}{depth}"
+    builder.__doc__ = description
+    return register_model(family="imagenet", depth=depth, description=description)(builder)
+
+
+def _cifar(depth: int, prefix: str, description: str, **fixed):
+    def builder(**kwargs) -> ResNet:
+        return cifar_resnet(depth, **{**fixed, **kwargs})
+
+    builder.__name__ = f"{prefix}{depth}"
+    builder.__doc__ = description
+    return register_model(family="cifar", depth=depth, description=description)(builder)
+
+
+for _d in (18, 34, 50, 101, 152):
+    _imagenet(_d, "resnet", f"ResNet-{_d} (Table 1), option B")
+for _d in (18, 34):
+    _imagenet(_d, "plain", f"plain-{_d}: ResNet-{_d} without shortcuts", residual=False)
+for _d in (18, 34, 50, 101, 152, 200):
+    _imagenet(_d, "preact_resnet", f"pre-activation ResNet-{_d} (1603.05027)", unit="full_preact")
+
+_cifar(8, "resnet", "tiny CIFAR ResNet-8 (n=1) for fast tests")
+for _d in (20, 32, 44, 56, 110, 1202):
+    _cifar(_d, "resnet", f"CIFAR ResNet-{_d} (Table 6), option A")
+for _d in (20, 32, 44, 56, 110):
+    _cifar(_d, "plain", f"CIFAR plain-{_d} (Fig. 6 left)", residual=False)
+_cifar(110, "preact_resnet", "CIFAR pre-activation ResNet-110 (basic)", unit="full_preact")
+for _d in (164, 1001):
+    _cifar(_d, "preact_resnet", f"CIFAR pre-activation ResNet-{_d} (bottleneck, 9n+2)",
+           block="bottleneck", unit="full_preact")

@@ -1,0 +1,1 @@
+"""Training recipes as TOML data files (one comment per field)."""

@@ -1,0 +1,1 @@
+"""Training: config and recipes, lr schedule, checkpoints, and the loop."""

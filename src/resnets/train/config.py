@@ -1,0 +1,149 @@
+"""Training configuration: one frozen dataclass, filled from a recipe (TOML) and CLI overrides.
+
+The resolved config is written next to every run (``config.json``) and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+PAPER_ITERATIONS = 64000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- what to train
+    model: str = "resnet20"  # registered model name (`resnets models`)
+    model_kwargs: dict = field(default_factory=dict)  # ResNet overrides, e.g. {"shortcut": "B"}
+    recipe: str = "cifar10-paper"  # recipe name or TOML path this config came from
+    # --- data
+    data: str | None = None  # dataset source; None = torchvision download into cache_dir
+    cache_dir: str | None = None  # decoded-data cache; None = $RESNETS_CACHE or ~/.cache/resnets
+    val_split: int = 5000  # images held out for validation (paper: 45k/5k); 0 = train on all
+    train_subset: int | None = None  # train on a fixed seeded subset of this size (short runs)
+    skip_bad_images: bool = False  # skip unreadable image files instead of stopping
+    normalization: str = "per_pixel_mean"  # or "channel_mean_std"
+    pad: int = 4  # random-crop padding in pixels; 0 disables cropping
+    flip: bool = True  # random horizontal flips
+    # --- optimisation (PAPER.md section 5)
+    batch_size: int = 128  # mini-batch size
+    lr: float = 0.1  # initial learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 penalty
+    iterations: int = PAPER_ITERATIONS  # total optimizer steps
+    milestones: tuple[int, ...] = (32000, 48000)  # steps at which lr is multiplied by gamma
+    gamma: float = 0.1  # lr factor per milestone
+    warmup_lr: float | None = None  # lr used until training error < warmup_until_error
+    warmup_until_error: float = 0.8  # warm-up ends when the training error drops below this
+    warmup_max_iterations: int = 2000  # warm-up ends here regardless (a safety stop)
+    # --- speed switches (one code path; "auto" picks per device)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    channels_last: bool | None = None  # None = on for CUDA, off for CPU
+    compile: bool = False  # torch.compile the training step's model
+    deterministic: bool = False  # deterministic kernels (bitwise-reproducible resume on CPU)
+    # --- bookkeeping
+    seed: int = 0  # seeds init, split, data order and augmentation
+    log_every: int = 50  # iterations between metric lines (and host syncs)
+    eval_every: int = 1000  # iterations between validation passes (and at the end)
+    save_every: int = 1000  # iterations between checkpoints (and at the end / on SIGTERM)
+    max_nonfinite: int = 5  # stop (after saving) after this many non-finite losses in a row
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.warmup_lr is None or self.warmup_lr > 0,
+             f"warmup_lr must be positive, got {self.warmup_lr}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.val_split >= 0, f"val_split must be >= 0, got {self.val_split}"),
+            (self.train_subset is None or self.train_subset >= 1,
+             f"train_subset must be >= 1, got {self.train_subset}"),
+            (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
+            (self.precision in ("auto", "fp32", "bf16"),
+             f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
+            (self.normalization in ("per_pixel_mean", "channel_mean_std"),
+             f"normalization must be per_pixel_mean or channel_mean_std, "
+             f"got {self.normalization!r}"),
+            (min(self.log_every, self.eval_every, self.save_every) >= 1,
+             "log_every, eval_every and save_every must be >= 1"),
+            (self.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {self.max_nonfinite}"),
+            (list(self.milestones) == sorted(self.milestones),
+             f"milestones must be increasing, got {list(self.milestones)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"invalid training option: {message}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown training option(s): {', '.join(unknown)}. "
+                            f"Known options: {', '.join(sorted(known))}.")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(int(m) for m in d["milestones"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.name[: -len(".toml")] for p in resources.files("resnets.recipes").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def read_recipe(name_or_path: str) -> dict[str, Any]:
+    """The raw table of a packaged recipe (by name) or of a TOML file (by path)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text()
+    elif name_or_path in list_recipes():
+        text = resources.files("resnets.recipes").joinpath(f"{name_or_path}.toml").read_text()
+    else:
+        raise UserError(f"unknown recipe {name_or_path!r}: give a packaged recipe name "
+                        f"({', '.join(list_recipes())}) or the path of a .toml file.")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"recipe {name_or_path}: not valid TOML ({e}).") from None
+
+
+def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConfig:
+    """Recipe values, then the recipe's per-model overrides, then the caller's overrides.
+
+    Overriding ``iterations`` without ``milestones`` rescales the milestones proportionally,
+    so a short run keeps the paper's schedule shape (lr / 10 at 50% and 75%).
+    """
+    table = read_recipe(recipe)
+    per_model = table.pop("model_overrides", {})
+    values: dict[str, Any] = {**table, "recipe": recipe}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    model = overrides.get("model", values.get("model", TrainConfig.model))
+    values.update(per_model.get(model, {}))
+    base_iterations = values.get("iterations", PAPER_ITERATIONS)
+    base_milestones = values.get("milestones", TrainConfig.milestones)
+    values.update(overrides)
+    if "iterations" in overrides and "milestones" not in overrides:
+        scale = values["iterations"] / base_iterations
+        values["milestones"] = [round(m * scale) for m in base_milestones]
+    return TrainConfig.from_dict(values)

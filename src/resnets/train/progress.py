@@ -1,0 +1,79 @@
+"""What a run writes while it trains: config.json, metrics.jsonl, TensorBoard events, a
+progress bar (or plain log lines with --quiet), and the error-curve PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .checkpoint import versions
+from .config import TrainConfig
+
+
+class RunLogger:
+    def __init__(self, out: Path, cfg: TrainConfig, *, start: int, quiet: bool, describe: dict):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out = out
+        self.cfg = cfg
+        self.quiet = quiet
+        record = {"config": cfg.to_dict(), "run": describe, "versions": versions()}
+        (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        self.metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        # purge_step drops events a crashed run wrote after its last checkpoint.
+        self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start or None)
+        self.bar = None
+        if not quiet:
+            self.bar = tqdm(total=cfg.iterations, initial=start, unit="it", dynamic_ncols=True,
+                            desc=cfg.model, file=sys.stderr)
+        self.message(f"training {describe['model']} on {describe['device']} "
+                     f"({describe['precision']}, {describe['train_images']} train / "
+                     f"{describe['val_images']} val images from {describe['data_source']}); "
+                     f"{cfg.iterations} iterations, {describe['steps_per_epoch']} per epoch; "
+                     f"writing to {out}")
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, flush=True)
+
+    def log(self, row: dict) -> None:
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        it = row["iteration"]
+        for key, value in row.items():
+            if key not in ("kind", "iteration") and isinstance(value, int | float):
+                self.tb.add_scalar(f"{row['kind']}/{key}", value, it)
+        if self.quiet:
+            fields = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in row.items())
+            print(fields, flush=True)
+
+    def advance(self, iteration: int, train: dict, val: dict) -> None:
+        if self.bar is None:
+            return
+        self.bar.n = iteration
+        post = {}
+        if train:
+            post.update(loss=f"{train['train_loss']:.3f}", err=f"{train['train_error']:.3f}",
+                        lr=f"{train['lr']:.3g}", ips=f"{train['img_per_s']:.0f}")
+        if val:
+            post["val_err"] = f"{val['val_error']:.4f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(0)
+
+    def close(self, finished: bool) -> None:
+        self.metrics.close()
+        self.tb.close()
+        if self.bar is not None:
+            self.bar.close()
+        from ..analysis.curves import plot_run
+
+        png = plot_run(self.out)
+        if finished:
+            self.message(f"done: checkpoints, metrics.jsonl, tensorboard/ and {png.name} in "
+                         f"{self.out}")
