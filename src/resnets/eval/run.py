@@ -29,8 +29,8 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
         train_idx, val_idx = split_indices(len(labels), cfg["val_split"], cfg["seed"])
         idx = val_idx if split == "val" else train_idx
         if len(idx) == 0:
-            raise DataError(f"the checkpoint's run used --val-split 0, so there is no val split;"
-                            f" use --split test or --split train.")
+            raise DataError("the checkpoint's run used --val-split 0, so there is no val split;"
+                            " use --split test or --split train.")
         images, labels = images[idx], labels[idx]
     loader = DeviceLoader(images, labels, batch_size=batch_size, device=dev,
                           normalization=Normalization.from_dict(meta["normalization"]),

@@ -47,8 +47,8 @@ class TrainConfig:
     warmup_max_iterations: int = 2000  # warm-up ends here regardless (a safety stop)
     # --- speed switches (one code path; "auto" picks per device)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    channels_last: bool | None = None  # None = on for CUDA, off for CPU
+    precision: str = "auto"  # auto (bf16 where native: CUDA, AVX512-BF16 CPUs) | fp32 | bf16
+    channels_last: bool | None = None  # None = on wherever bf16 is native, else off
     compile: bool = False  # torch.compile the training step's model
     deterministic: bool = False  # deterministic kernels (bitwise-reproducible resume on CPU)
     # --- bookkeeping
@@ -62,7 +62,8 @@ class TrainConfig:
         checks = [
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.lr > 0 and math.isfinite(self.lr),
+             f"lr must be a positive number, got {self.lr}"),
             (self.warmup_lr is None or self.warmup_lr > 0,
              f"warmup_lr must be positive, got {self.warmup_lr}"),
             (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),

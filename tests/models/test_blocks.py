@@ -1,0 +1,318 @@
+"""Blocks against hand-written references built from F.conv2d / F.batch_norm / F.relu.
+
+Each residual-unit variant of blocks.py is re-derived here from its table (PAPER.md section 10)
+rather than from the implementation, so a misplaced BN or ReLU shows up as a number mismatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnets.models.blocks import UNITS, BasicBlock, Bottleneck, ShortcutA, make_shortcut
+
+# ---------------------------------------------------------------------------------------------
+# Reference building blocks (eval mode: BN uses its running statistics).
+
+
+def conv(x, layer: nn.Conv2d, stride: int, padding: int) -> torch.Tensor:
+    return F.conv2d(x, layer.weight, None, stride=stride, padding=padding)
+
+
+def bn(x, layer: nn.BatchNorm2d) -> torch.Tensor:
+    return F.batch_norm(
+        x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
+        training=False, eps=layer.eps,
+    )
+
+
+def ref_shortcut(x, block, kind: str | None, out_ch: int, stride: int) -> torch.Tensor:
+    """``kind``: None (identity), "A" (subsample + zero channels) or "proj" (1x1 conv + BN)."""
+    if kind is None:
+        return x
+    if kind == "A":
+        sub = x[:, :, ::stride, ::stride]
+        zeros = sub.new_zeros(sub.shape[0], out_ch - sub.shape[1], *sub.shape[2:])
+        return torch.cat([sub, zeros], dim=1)
+    proj_conv, proj_bn = block.downsample[0], block.downsample[1]
+    return bn(conv(x, proj_conv, stride, 0), proj_bn)
+
+
+# Each reference takes the block, the conv plan [(stride, padding), ...] written from the
+# block's specification, and `short(t)`: the shortcut applied to tensor t (None: plain net).
+
+
+def ref_original(x, blk, plan, short):
+    # conv-BN-ReLU ... conv-BN, add, ReLU
+    h = x
+    last = len(plan)
+    for k, (s, p) in enumerate(plan, start=1):
+        h = bn(conv(h, getattr(blk, f"conv{k}"), s, p), getattr(blk, f"bn{k}"))
+        if k < last:
+            h = F.relu(h)
+    return F.relu(h if short is None else h + short(x))
+
+
+def ref_bn_after_add(x, blk, plan, short):
+    # conv-BN-ReLU ... conv, add, BN, ReLU (the last BN moves after the addition)
+    h = x
+    last = len(plan)
+    for k, (s, p) in enumerate(plan, start=1):
+        h = conv(h, getattr(blk, f"conv{k}"), s, p)
+        if k < last:
+            h = F.relu(bn(h, getattr(blk, f"bn{k}")))
+    if short is not None:
+        h = h + short(x)
+    return F.relu(bn(h, getattr(blk, f"bn{last}")))
+
+
+def ref_relu_before_add(x, blk, plan, short):
+    # conv-BN-ReLU ... conv-BN-ReLU, add, nothing after
+    h = x
+    for k, (s, p) in enumerate(plan, start=1):
+        h = F.relu(bn(conv(h, getattr(blk, f"conv{k}"), s, p), getattr(blk, f"bn{k}")))
+    return h if short is None else h + short(x)
+
+
+def ref_relu_preact(x, blk, plan, short):
+    # ReLU-conv-BN ... ReLU-conv-BN, add, nothing after
+    h = x
+    for k, (s, p) in enumerate(plan, start=1):
+        h = bn(conv(F.relu(h), getattr(blk, f"conv{k}"), s, p), getattr(blk, f"bn{k}"))
+    return h if short is None else h + short(x)
+
+
+def ref_full_preact(x, blk, plan, short, projection: bool):
+    # BN-ReLU-conv ... BN-ReLU-conv, add, nothing after. A projection shortcut takes the
+    # pre-activated input (BN1-ReLU of x); option A and identity take x itself.
+    pre = F.relu(bn(x, blk.bn1))
+    h = conv(pre, blk.conv1, *plan[0])
+    for k, (s, p) in enumerate(plan[1:], start=2):
+        h = conv(F.relu(bn(h, getattr(blk, f"bn{k}"))), getattr(blk, f"conv{k}"), s, p)
+    if short is None:
+        return h
+    return h + short(pre if projection else x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block configurations: constructor arguments, conv plan, shortcut kind, (in, out) channels.
+
+CONFIGS = {
+    "basic-identity": (BasicBlock, (4, 4, 1), {}, [(1, 1), (1, 1)], None, 4),
+    "basic-A-down": (BasicBlock, (4, 8, 2), {"shortcut": "A"}, [(2, 1), (1, 1)], "A", 8),
+    "basic-B-down": (BasicBlock, (4, 8, 2), {"shortcut": "B"}, [(2, 1), (1, 1)], "proj", 8),
+    "basic-C-same": (BasicBlock, (4, 4, 1), {"shortcut": "C"}, [(1, 1), (1, 1)], "proj", 4),
+    "bottleneck-identity": (Bottleneck, (8, 2, 1), {}, [(1, 0), (1, 1), (1, 0)], None, 8),
+    "bottleneck-B-v1": (
+        Bottleneck, (4, 2, 2), {"shortcut": "B", "stride_in_1x1": True},
+        [(2, 0), (1, 1), (1, 0)], "proj", 8,
+    ),
+    "bottleneck-B-v1.5": (
+        Bottleneck, (4, 2, 2), {"shortcut": "B", "stride_in_1x1": False},
+        [(1, 0), (2, 1), (1, 0)], "proj", 8,
+    ),
+    "bottleneck-A-v1": (
+        Bottleneck, (4, 2, 2), {"shortcut": "A"}, [(2, 0), (1, 1), (1, 0)], "A", 8,
+    ),
+}
+
+REFERENCES = {
+    "original": ref_original,
+    "bn_after_add": ref_bn_after_add,
+    "relu_before_add": ref_relu_before_add,
+    "relu_preact": ref_relu_preact,
+}
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every conv and BN (including running statistics) distinct non-trivial values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.3)
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+    return module
+
+
+def build(config: str, unit: str, residual: bool) -> tuple[nn.Module, list, object, int]:
+    cls, args, kwargs, plan, kind, out_ch = CONFIGS[config]
+    blk = cls(*args, unit=unit, residual=residual, **kwargs)
+    randomize_(blk).eval()
+    return blk, plan, (kind if residual else "none"), out_ch
+
+
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "plain"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("unit", UNITS)
+def test_block_matches_reference(unit, config, residual):
+    blk, plan, kind, out_ch = build(config, unit, residual)
+    stride = max(s for s, _ in plan)
+    torch.manual_seed(1)
+    x = torch.randn(2, blk.conv1.in_channels, 7, 7)
+    x_before = x.clone()
+
+    if kind == "none":
+        short = None
+    else:
+        def short(t):
+            return ref_shortcut(t, blk, kind, out_ch, stride)
+
+    with torch.no_grad():
+        got = blk(x)
+        if unit == "full_preact":
+            want = ref_full_preact(x, blk, plan, short, projection=kind == "proj")
+        else:
+            want = REFERENCES[unit](x, blk, plan, short)
+
+    assert torch.equal(x, x_before), "the block modified its input in place"
+    spatial = (7 + 2 - 3) // stride + 1
+    assert got.shape == (2, out_ch, spatial, spatial)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_every_unit_has_a_reference():
+    assert set(REFERENCES) | {"full_preact"} == set(UNITS)
+
+
+def test_units_compute_different_functions():
+    """Same weights, five units: five different outputs (BN/ReLU placement matters)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 6)
+    template = randomize_(BasicBlock(4, 4, unit="original"))
+    outs = {}
+    for unit in UNITS:
+        blk = BasicBlock(4, 4, unit=unit)
+        # With in == width every BN has 4 channels, so the same state dict fits all units.
+        blk.load_state_dict(template.state_dict())
+        with torch.no_grad():
+            outs[unit] = blk.eval()(x)
+    for a, b in itertools.combinations(UNITS, 2):
+        assert (outs[a] - outs[b]).abs().max() > 1e-3, f"{a} and {b} give the same output"
+
+
+def test_bn_channels_follow_the_unit():
+    # Pre-activation normalizes each conv's input; the other units normalize its output.
+    post = Bottleneck(8, 2, unit="original")
+    pre = Bottleneck(8, 2, unit="full_preact")
+    assert [post.bn1.num_features, post.bn2.num_features, post.bn3.num_features] == [2, 2, 8]
+    assert [pre.bn1.num_features, pre.bn2.num_features, pre.bn3.num_features] == [8, 2, 2]
+    assert Bottleneck.expansion == 4 and BasicBlock.expansion == 1
+
+
+def test_unknown_unit_and_shortcut_are_refused():
+    with pytest.raises(ValueError, match="unit must be one of"):
+        BasicBlock(4, 4, unit="postact")
+    with pytest.raises(ValueError, match="shortcut must be one of"):
+        BasicBlock(4, 8, 2, shortcut="D")
+
+
+def test_plain_block_has_no_shortcut_module():
+    assert BasicBlock(4, 8, 2, residual=False, shortcut="C").downsample is None
+    assert make_shortcut(4, 8, 2, "B", residual=False) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# zero_init_last: the residual branch starts at zero, so the block starts as its shortcut.
+
+ZERO_INIT_CASES = {
+    "basic-identity": (BasicBlock, (8, 8, 1), {}),
+    "basic-B-down": (BasicBlock, (8, 16, 2), {"shortcut": "B"}),
+    "basic-A-down": (BasicBlock, (8, 16, 2), {"shortcut": "A"}),
+    "bottleneck-identity": (Bottleneck, (16, 4, 1), {}),
+    "bottleneck-B-down": (Bottleneck, (8, 4, 2), {"shortcut": "B"}),
+    "bottleneck-A-down": (Bottleneck, (8, 4, 2), {"shortcut": "A"}),
+}
+
+
+def _fresh(case: str, unit: str) -> nn.Module:
+    cls, args, kwargs = ZERO_INIT_CASES[case]
+    torch.manual_seed(0)
+    blk = cls(*args, unit=unit, **kwargs)
+    blk.zero_init_last()
+    return blk
+
+
+def _shortcut(blk: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    return t if blk.downsample is None else blk.downsample(t)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", list(ZERO_INIT_CASES))
+def test_zero_init_original_starts_as_relu_of_shortcut(case, train):
+    blk = _fresh(case, "original").train(train)
+    x = torch.randn(2, blk.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        want = F.relu(_shortcut(blk, x))
+        got = blk(x)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("case", list(ZERO_INIT_CASES))
+def test_zero_init_full_preact_starts_as_shortcut(case):
+    blk = _fresh(case, "full_preact").eval()
+    x = torch.randn(2, blk.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        got = blk(x)
+        if isinstance(blk.downsample, nn.Sequential):
+            want = blk.downsample(F.relu(blk.bn1(x)))  # projection of the pre-activated input
+        else:
+            want = _shortcut(blk, x)
+    assert torch.equal(got, want)
+    if blk.downsample is None:
+        assert torch.equal(got, x)  # an identity block is exactly the identity
+
+
+@pytest.mark.parametrize("unit", ["relu_before_add", "relu_preact", "bn_after_add"])
+def test_zero_init_other_units(unit):
+    blk = _fresh("basic-A-down", unit).eval()
+    x = torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        got = blk(x)
+        s = _shortcut(blk, x)
+        want = F.relu(blk.bn2(s)) if unit == "bn_after_add" else s
+    assert torch.equal(got, want)
+
+
+def test_zero_init_touches_only_the_last_layer():
+    blk = BasicBlock(8, 8)
+    blk.zero_init_last()
+    assert torch.count_nonzero(blk.bn2.weight) == 0
+    assert torch.all(blk.bn1.weight == 1)
+    pre = BasicBlock(8, 8, unit="full_preact")
+    pre.zero_init_last()
+    assert torch.count_nonzero(pre.conv2.weight) == 0
+    assert torch.count_nonzero(pre.conv1.weight) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Option A on a known tensor.
+
+
+def test_shortcut_a_subsamples_and_zero_pads():
+    x = torch.arange(2 * 16 * 6 * 6, dtype=torch.float32).reshape(2, 16, 6, 6)
+    s = ShortcutA(16, 32, 2)
+    out = s(x)
+    assert out.shape == (2, 32, 3, 3)
+    assert torch.equal(out[:, :16], x[:, :, ::2, ::2])
+    assert torch.equal(out[:, 16:], torch.zeros(2, 16, 3, 3))
+    # Spot-check one value by hand: channel 5, output (1, 2) is input (2, 4) of image 1.
+    assert out[1, 5, 1, 2].item() == (1 * 16 * 36) + 5 * 36 + 2 * 6 + 4
+    assert sum(p.numel() for p in s.parameters()) == 0
+
+
+def test_shortcut_a_odd_size_and_no_padding():
+    x = torch.randn(1, 4, 7, 7)
+    assert torch.equal(ShortcutA(4, 4, 2)(x), x[:, :, ::2, ::2])  # (1, 4, 4, 4)
+    assert torch.equal(ShortcutA(4, 6, 1)(x)[:, :4], x)
+    with pytest.raises(ValueError, match="cannot reduce channels"):
+        ShortcutA(8, 4, 1)
