@@ -2,7 +2,7 @@
 #   make venv     create .venv (if missing) and install the package with test and dev extras
 #   make test     run the test suite           (PYTEST_ARGS="-k blocks --durations=15" to narrow)
 #   make lint     ruff check                   (alias: make quality)
-#   make train    train ResNet-20 with the paper's CIFAR-10 recipe (DATA=, MODEL=, RECIPE=, OUT=)
+#   make train    train ResNet-20 with the paper's CIFAR-10 recipe (DATA=, MODEL=, RECIPE=, OUT=, ARGS=)
 #   make clean    remove caches and build outputs (keeps .venv and runs/)
 
 PYTHON ?= python3.11
@@ -18,6 +18,7 @@ DATA ?= $(wildcard $(SHARED_CIFAR))
 MODEL ?= resnet20
 RECIPE ?= cifar10-paper
 OUT ?= runs/$(MODEL)
+ARGS ?=
 PYTEST_ARGS ?=
 # Only existing folders: ruff reports a missing path as an error (benchmarks/ may be absent).
 LINT_PATHS := $(wildcard src tests benchmarks)
@@ -42,7 +43,7 @@ lint: venv
 quality: lint
 
 train: venv
-	$(BIN)/resnets train --model $(MODEL) --recipe $(RECIPE) $(if $(strip $(DATA)),--data $(DATA)) --out $(OUT)
+	$(BIN)/resnets train --model $(MODEL) --recipe $(RECIPE) $(if $(strip $(DATA)),--data $(DATA)) --out $(OUT) $(ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

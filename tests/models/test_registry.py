@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import resnets
+from resnets.errors import UserError
 from resnets.models import registry
 from resnets.models.registry import UnknownModelError, register_model
 
@@ -45,6 +46,7 @@ def test_unknown_name_suggests_the_closest():
     assert "resnet5O" in message and "resnet50" in message
     assert "Did you mean" in message
     assert isinstance(err.value, KeyError)
+    assert isinstance(err.value, UserError)  # the CLI prints it as one line, no traceback
 
 
 def test_families_partition_the_registry():

@@ -153,3 +153,22 @@ def test_he_init_fan_out():
 def test_invalid_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResNet(**kwargs)
+
+
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "plain"])
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("unit", UNITS)
+def test_every_unit_trains_in_both_block_types(unit, block, residual):
+    """Backward through each unit, residual and plain (catches in-place ops autograd rejects)."""
+    torch.manual_seed(0)
+    model = ResNet(block=block, layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4,
+                   shortcut="B", residual=residual, unit=unit, num_classes=3)
+    x = torch.randn(2, 3, 8, 8)
+    out = model(x)
+    assert out.shape == (2, 3)
+    out.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        feats = model.eval().feature_maps(x)
+    expansion = 4 if block == "bottleneck" else 1
+    assert feats["layer2"].shape == (2, 8 * expansion, 4, 4)

@@ -21,9 +21,10 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
+    first = next(model.parameters())
     try:
         with counter:
-            model(torch.zeros(1, *input_size))
+            model(torch.zeros(1, *input_size, device=first.device, dtype=first.dtype))
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -36,7 +38,7 @@ def register_model(*, family: str, depth: int, description: str):
     return wrap
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
 

@@ -71,6 +71,8 @@ for _d in (20, 32, 44, 56, 110, 1202):
 for _d in (20, 32, 44, 56, 110):
     _cifar(_d, "plain", f"CIFAR plain-{_d} (Fig. 6 left)", residual=False)
 _cifar(110, "preact_resnet", "CIFAR pre-activation ResNet-110 (basic)", unit="full_preact")
+# The bottleneck pre-activation nets use projections where dimensions change, as in the
+# authors' release for 1603.05027 (their first block widens 16 -> 64 channels).
 for _d in (164, 1001):
     _cifar(_d, "preact_resnet", f"CIFAR pre-activation ResNet-{_d} (bottleneck, 9n+2)",
-           block="bottleneck", unit="full_preact")
+           block="bottleneck", unit="full_preact", shortcut="B")
