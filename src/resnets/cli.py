@@ -10,9 +10,9 @@ from .errors import UserError
 
 def _commands():
     # Imported lazily per command module so `resnets models` does not pay for the trainer.
-    from .commands import evaluate, models, train
+    from .commands import analyze, evaluate, experiment, models, report, train
 
-    return [models, train, evaluate]
+    return [models, train, evaluate, experiment, analyze, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

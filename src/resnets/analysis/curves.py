@@ -13,14 +13,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
-    """Plot error (%) against iterations for several runs on one axis; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+def _draw(ax, runs: dict[str, list[dict]], title: str) -> None:
     for i, (label, rows) in enumerate(runs.items()):
         color = f"C{i}"
         train = [(r["iteration"], 100 * r["train_error"]) for r in rows if r["kind"] == "train"]
@@ -31,9 +24,26 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "") 
             ax.plot(*zip(*val, strict=True), "-", color=color, lw=2, label=f"{label} val")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_panels(panels: dict[str, dict[str, list[dict]]], path: str | Path,
+                title: str = "") -> Path:
+    """One axis per panel (e.g. plain | ResNet, as Fig. 6), each with several runs' curves;
+    training error dashed, validation error solid. Returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display needed
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=120,
+                             squeeze=False, sharey=True)
+    for ax, (name, runs) in zip(axes[0], panels.items(), strict=True):
+        _draw(ax, runs, name)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -44,5 +54,5 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "") 
 def plot_run(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())["config"]
-    return plot_curves({cfg["model"]: read_metrics(run_dir)}, run_dir / "curves.png",
-                       title=f"{cfg['model']} on CIFAR-10 (dashed: train, solid: validation)")
+    return plot_panels({f"{cfg['model']} (dashed: train, solid: validation)":
+                        {cfg["model"]: read_metrics(run_dir)}}, run_dir / "curves.png")

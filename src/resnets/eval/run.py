@@ -9,12 +9,13 @@ from ..train.loop import resolve_device
 from .evaluate import evaluate
 
 
-def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str = "val",
-                        batch_size: int = 500, device: str = "auto",
-                        cache_dir: str | None = None) -> dict:
-    """Errors as fractions in [0, 1], with ``n``, per-class accuracy and the confusion matrix."""
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, device=dev)
+def checkpoint_split(meta: dict, *, data: str | None, split: str,
+                     cache_dir: str | None = None) -> tuple:
+    """``(images, labels, source)`` of ``split`` of ``data`` (default: the checkpoint's own data).
+
+    ``val`` and ``train`` re-create the checkpoint run's held-out split (same size and seed).
+    The data's classes must be the checkpoint's.
+    """
     cfg = meta["config"]
     source = data if data is not None else cfg.get("data")
     image_set = load_image_set(source, split="test" if split == "test" else "train",
@@ -32,9 +33,19 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
             raise DataError("the checkpoint's run used --val-split 0, so there is no val split;"
                             " use --split test or --split train.")
         images, labels = images[idx], labels[idx]
+    return images, labels, image_set.source
+
+
+def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str = "val",
+                        batch_size: int = 500, device: str = "auto",
+                        cache_dir: str | None = None) -> dict:
+    """Errors as fractions in [0, 1], with ``n``, per-class accuracy and the confusion matrix."""
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, device=dev)
+    images, labels, source = checkpoint_split(meta, data=data, split=split, cache_dir=cache_dir)
     loader = DeviceLoader(images, labels, batch_size=batch_size, device=dev,
                           normalization=Normalization.from_dict(meta["normalization"]),
                           train=False)
     res = evaluate(model, loader.epoch_batches(0), len(meta["classes"]))
     return {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
-            "data_source": image_set.source, "classes": meta["classes"], **res}
+            "data_source": source, "classes": meta["classes"], **res}

@@ -89,7 +89,7 @@ def make_shortcut(
     return None
 
 
-class _ResidualUnit(nn.Module):
+class ResidualUnit(nn.Module):
     """Shared forward of every block: a chain of convs with BN/ReLU placed by ``unit``.
 
     Subclasses create ``conv1..convK`` and call :meth:`_finish` with the conv channel plan.
@@ -171,16 +171,15 @@ class _ResidualUnit(nn.Module):
             nn.init.zeros_(bn.weight)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
-        """BN layers whose outputs are the responses of Fig. 7 (after BN, before ReLU / add).
-
-        Only defined for units where BN directly follows each conv.
-        """
+        """The BN after each 3x3 conv: its output is the layer response of the paper's Fig. 7
+        (after BN, before the ReLU / addition). Empty for units where BN does not directly
+        follow the conv (``bn_after_add``, ``full_preact``)."""
         if self.unit in ("full_preact", "bn_after_add"):
             return []
-        return [bn for _, bn in self._layers()]
+        return [bn for conv, bn in self._layers() if conv.kernel_size == (3, 3)]
 
 
-class BasicBlock(_ResidualUnit):
+class BasicBlock(ResidualUnit):
     """Two 3x3 convs (ResNet-18/34 and every CIFAR basic net). Stride sits on the first conv."""
 
     expansion = 1
@@ -202,7 +201,7 @@ class BasicBlock(_ResidualUnit):
         self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit)
 
 
-class Bottleneck(_ResidualUnit):
+class Bottleneck(ResidualUnit):
     """1x1 reduce - 3x3 - 1x1 restore (x4), ResNet-50/101/152 and CIFAR ResNet-164/1001.
 
     ``stride_in_1x1=True`` is the paper's original release ("v1": stride 2 on the first 1x1).

@@ -1,0 +1,57 @@
+"""`resnets analyze responses`: the layer-response analysis of the paper's Fig. 7."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="analyses of trained nets (Fig. 7 layer responses)")
+    what = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    r = what.add_parser(
+        "responses", help="std of each 3x3 layer's response (Fig. 7)",
+        description="For each checkpoint, the standard deviation of every 3x3 layer's output "
+                    "after BN and before the ReLU / addition, on the checkpoint's validation "
+                    "split (or --split). Writes responses.json and responses.png to --out.")
+    r.add_argument("--checkpoint", action="append", required=True,
+                   help="a checkpoint (repeat for several nets)")
+    r.add_argument("--data", default=None, help="dataset source (default: the checkpoint's)")
+    r.add_argument("--split", choices=["val", "train", "test"], default="val")
+    r.add_argument("--out", required=True)
+    r.add_argument("--batch-size", type=int, default=500)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--cache-dir", default=None)
+    r.set_defaults(func=run_responses)
+
+
+def run_responses(args) -> int:
+    from ..analysis.responses import layer_response_std, plot_responses
+    from ..data import DeviceLoader, Normalization
+    from ..eval.run import checkpoint_split
+    from ..train.checkpoint import load_checkpoint
+    from ..train.loop import resolve_device
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    results = []
+    for path in args.checkpoint:
+        model, meta = load_checkpoint(path, device=device)
+        images, labels, source = checkpoint_split(meta, data=args.data, split=args.split,
+                                                  cache_dir=args.cache_dir)
+        loader = DeviceLoader(images, labels, batch_size=args.batch_size, device=device,
+                              normalization=Normalization.from_dict(meta["normalization"]),
+                              train=False)
+        layers = layer_response_std(model, loader.epoch_batches(0))
+        results.append({"checkpoint": str(path), "model": meta["model"],
+                        "model_kwargs": meta.get("model_kwargs", {}), "split": args.split,
+                        "data_source": source, "n": len(labels), "layers": layers})
+        stds = [layer["std"] for layer in layers]
+        print(f"{meta['model']}: {len(stds)} layers, mean std {sum(stds) / len(stds):.4f}")
+    png = plot_responses({r["model"]: [layer["std"] for layer in r["layers"]] for r in results},
+                         out / "responses.png")
+    (out / "responses.json").write_text(json.dumps({"analysis": "responses",
+                                                    "results": results}, indent=2) + "\n")
+    print(f"wrote {out / 'responses.json'} and {png}")
+    return 0

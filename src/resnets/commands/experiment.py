@@ -1,0 +1,49 @@
+"""`resnets experiment NAME`: one of the paper's CIFAR experiments, trained and summarised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Default depths per (experiment, preset): the paper's, or ones 2 CPU cores finish in minutes.
+DEFAULT_DEPTHS = {
+    ("table6", "paper"): "20,32,44,56,110", ("table6", "cpu-mini"): "20,32",
+    ("degradation", "paper"): "20,32,44,56", ("degradation", "cpu-mini"): "20,56",
+    ("shortcuts", "paper"): "32", ("shortcuts", "cpu-mini"): "20",
+    ("preact", "paper"): "110", ("preact", "cpu-mini"): "20",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "experiment", help="run one of the paper's CIFAR experiments",
+        description="Train every net of an experiment into OUT/<run>/ (finished runs are "
+                    "reused, stopped ones resumed) and write summary.json, table.md and "
+                    "figures. --preset paper is the full 64k-iteration schedule (a GPU job); "
+                    "--preset cpu-mini trains 800 iterations on a fixed 10k-image subset "
+                    "with 2k validation images, enough to show each phenomenon on a CPU.")
+    p.add_argument("name", choices=["table6", "degradation", "shortcuts", "preact"])
+    p.add_argument("--out", required=True, help="experiment directory")
+    p.add_argument("--preset", choices=["paper", "cpu-mini"], default="paper")
+    p.add_argument("--depths", default=None, help="comma-separated depths (default per preset)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per net (table6: mean +- std)")
+    p.add_argument("--data", default=None, help="dataset source, as for `resnets train`")
+    p.add_argument("--device", default=None)
+    p.add_argument("--iterations", type=int, default=None, help="override the preset")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..experiments.runner import build, run_experiment
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
+    out = Path(args.out)
+    depths = args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]
+    exp = build(args.name, depths=depths, seeds=args.seeds, out=out)
+    overrides = {"data": args.data, "device": args.device, "iterations": args.iterations,
+                 "cache_dir": args.cache_dir}
+    run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet)
+    return 0

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+
+from resnets.cli import main
+from resnets.errors import UserError
+from resnets.experiments.runner import build, degradation_checks, run_experiment
+from resnets.report import build_report, check_rendered, find_chromium
+
+
+def _row(label, train_error):
+    return {"label": label, "train_error": train_error}
+
+
+def test_degradation_checks_say_what_the_numbers_show():
+    rows = [_row("plain20", 0.30), _row("plain56", 0.45), _row("resnet20", 0.28),
+            _row("resnet56", 0.25)]
+    checks = degradation_checks(rows, [20, 56])
+    assert [c["holds"] for c in checks] == [True, True, True]
+    assert checks[0]["detail"] == "45.00% vs 30.00%"
+    rows[1] = _row("plain56", 0.29)  # no degradation: the check must say so
+    rows[3] = _row("resnet56", 0.40)
+    assert [c["holds"] for c in degradation_checks(rows, [20, 56])] == [False, False, False]
+
+
+TINY = {"iterations": 6, "milestones": [4], "batch_size": 16, "val_split": 40,
+        "train_subset": None, "eval_every": 3, "save_every": 3, "log_every": 3,
+        "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def tiny_experiments(color_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    base = {**TINY, "data": str(color_folder), "cache_dir": str(root / "cache")}
+    t6 = run_experiment(build("table6", depths="8", seeds=2, out=root / "t6"),
+                        out=root / "t6", preset="cpu-mini", overrides=base, quiet=True)
+    deg = run_experiment(build("degradation", depths="20,32", seeds=1, out=root / "deg"),
+                         out=root / "deg", preset="cpu-mini", overrides=base, quiet=True)
+    return root, t6, deg
+
+
+def test_table6_has_the_papers_column_and_mean_std(tiny_experiments):
+    root, t6, _ = tiny_experiments
+    assert [r["label"] for r in t6["rows"]] == ["resnet8-seed0", "resnet8-seed1"]
+    assert all(r["iterations"] == 6 for r in t6["rows"])
+    errs = [r["val_error"] for r in t6["rows"]]
+    assert errs[0] != errs[1]  # two seeds, two different runs
+    table = (root / "t6" / "table.md").read_text()
+    assert "| depth | params (M) | paper params (M) | paper test error (%) |" in table
+    assert " +- " in table.splitlines()[2]  # mean +- std over the 2 seeds
+    saved = json.loads((root / "t6" / "summary.json").read_text())
+    assert saved["paper"]["test_error"]["20"] == 8.75
+
+
+def test_degradation_writes_figure_table_and_checks(tiny_experiments):
+    root, _, deg = tiny_experiments
+    assert [r["label"] for r in deg["rows"]] == ["plain20", "plain32", "resnet20", "resnet32"]
+    assert (root / "deg" / "degradation.png").stat().st_size > 10_000
+    assert deg["figures"] == ["degradation.png"]
+    assert len(deg["checks"]) == 3
+    assert "plain-32 trains to a higher training error than plain-20" in \
+        (root / "deg" / "table.md").read_text()
+
+
+def test_finished_runs_are_reused(tiny_experiments, color_folder):
+    root, _, _ = tiny_experiments
+    last = root / "t6" / "resnet8-seed0" / "last.safetensors"
+    before = last.stat().st_mtime_ns
+    base = {**TINY, "data": str(color_folder), "cache_dir": str(root / "cache")}
+    run_experiment(build("table6", depths="8", seeds=2, out=root / "t6"), out=root / "t6",
+                   preset="cpu-mini", overrides=base, quiet=True)
+    assert last.stat().st_mtime_ns == before
+
+
+def test_report_embeds_every_figure_and_table(tiny_experiments, tmp_path):
+    root, _, _ = tiny_experiments
+    run_dir = root / "deg" / "resnet20"
+    res = build_report([root / "t6", root / "deg", run_dir], tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    # table6: table + runs table; degradation: table + runs table + figure; run: table + figure
+    assert (res["figures"], res["tables"]) == (2, 5)
+    assert page.count("<img data-figure=") == 2 and page.count("<table data-table=") == 5
+    assert 'data-expected-figures="2"' in page and "data:image/png;base64," in page
+    md = (tmp_path / "r.md").read_text()
+    assert "| depth | params (M) |" in md and "![" in md
+
+
+def test_report_refuses_unknown_directories_and_missing_figures(tiny_experiments, tmp_path):
+    with pytest.raises(UserError, match="is not an experiment"):
+        build_report([tmp_path], tmp_path / "r.html")
+    root, _, _ = tiny_experiments
+    broken = tmp_path / "deg"
+    broken.mkdir()
+    for name in ("summary.json", "table.md"):
+        (broken / name).write_text((root / "deg" / name).read_text())
+    with pytest.raises(UserError, match="degradation.png is missing"):
+        build_report([broken], tmp_path / "r.html")
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed")
+def test_rendered_report_shows_every_figure_and_table(tiny_experiments, tmp_path):
+    root, _, _ = tiny_experiments
+    build_report([root / "deg"], tmp_path / "r.html")
+    counts = check_rendered(tmp_path / "r.html", screenshot=tmp_path / "shot.png")
+    assert counts["loaded-figures"] == counts["expected-figures"] == 1
+    assert counts["rendered-tables"] == counts["expected-tables"] == 2
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
+    # A page whose figure cannot decode must fail the check.
+    page = (tmp_path / "r.html").read_text()
+    start = page.index("data:image/png;base64,") + len("data:image/png;base64,")
+    (tmp_path / "bad.html").write_text(page[:start] + "AAAA" + page[start + 4000:])
+    with pytest.raises(UserError, match="incomplete"):
+        check_rendered(tmp_path / "bad.html")
+
+
+def test_cli_experiment_rejects_bad_depths(capsys):
+    assert main(["experiment", "table6", "--out", "x", "--depths", "20,abc"]) == 2
+    assert "--depths must be comma-separated integers" in capsys.readouterr().err
