@@ -1,11 +1,14 @@
-"""Fixtures shared by all tests: where the shared real data lives, and its decoded form."""
+"""Fixtures shared by all tests: where the shared real data lives, its decoded form, and a
+tiny learnable image folder with a matching short training config."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 SHARED_CIFAR_TAR = "cifar10-jpg-train.tar.xz"
 
@@ -41,3 +44,39 @@ def cifar_jpg_set(shared_cifar_tar: Path, data_cache_dir: Path):
     from resnets.data import load_image_set
 
     return load_image_set(shared_cifar_tar, split="train", cache_dir=data_cache_dir)
+
+
+# ------------------------------------------------------------------ tiny training data
+# Shared by tests/train and tests/reliability (which launches real `resnets` processes).
+
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory):
+    """A learnable ImageFolder: each class is a noisy image of its own colour (10 x 24 PNGs)."""
+    root = tmp_path_factory.mktemp("colors")
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, size=(len(CLASSES), 3))
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for i in range(24):
+            img = np.clip(palette[c] + rng.normal(0, 40, size=(32, 32, 3)), 0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_config(color_folder, tmp_path):
+    """resnet8 on the colour folder: 40 short deterministic iterations on the CPU."""
+    from resnets.train.config import resolve_config
+
+    def make(**overrides):
+        values = dict(model="resnet8", data=str(color_folder), cache_dir=str(tmp_path / "cache"),
+                      iterations=40, milestones=[30], batch_size=16, val_split=40, lr=0.05,
+                      log_every=5, eval_every=10, save_every=10, device="cpu",
+                      deterministic=True)
+        values.update(overrides)
+        return resolve_config("cifar10-paper", **values)
+
+    return make

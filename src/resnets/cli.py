@@ -10,9 +10,21 @@ from .errors import UserError
 
 def _commands():
     # Imported lazily per command module so `resnets models` does not pay for the trainer.
-    from .commands import analyze, evaluate, experiment, models, report, train
+    from .commands import (
+        analyze,
+        bench,
+        evaluate,
+        experiment,
+        export,
+        import_weights,
+        models,
+        predict,
+        report,
+        train,
+    )
 
-    return [models, train, evaluate, experiment, analyze, report]
+    return [models, train, evaluate, experiment, analyze, report, predict, import_weights, export,
+            bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

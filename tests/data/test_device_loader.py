@@ -292,3 +292,20 @@ def test_each_batch_draws_its_own_augmentation():
     first, second = (x for x, _ in list(loader.epoch_batches(0))[:2])
     assert not torch.equal(first, second)
     assert not torch.equal(first, next(loader.epoch_batches(1))[0])
+
+
+def test_ranks_split_each_global_batch_disjointly():
+    images = torch.arange(24 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8)
+    images = images.reshape(24, 3, 4, 4)
+    labels = torch.arange(24)
+    norm = Normalization("channel_mean_std", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    kw = dict(batch_size=8, device="cpu", normalization=norm, train=True, seed=3, pad=1)
+    single = list(DeviceLoader(images, labels, **kw).epoch_batches(2))
+    ranks = [list(DeviceLoader(images, labels, rank=r, world_size=2, **kw).epoch_batches(2))
+             for r in range(2)]
+    for i, (x, y) in enumerate(single):
+        (x0, y0), (x1, y1) = ranks[0][i], ranks[1][i]
+        assert set(y0.tolist()).isdisjoint(y1.tolist())
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+    with pytest.raises(ValueError, match="split evenly"):
+        DeviceLoader(images, labels, rank=0, world_size=3, **kw)

@@ -24,8 +24,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import UserError
     from ..eval.run import evaluate_checkpoint
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
+                        f"the default of 500, or lower it to save memory.")
     res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                               batch_size=args.batch_size, device=args.device,
                               cache_dir=args.cache_dir)

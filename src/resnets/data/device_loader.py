@@ -226,6 +226,8 @@ class DeviceLoader:
         drop_last: bool | None = None,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         """Move the data to `device`; see the class docstring for the batch order.
 
@@ -243,6 +245,10 @@ class DeviceLoader:
                 step sees batch_size images), False in eval mode (every image is seen).
             channels_last: yield inputs in channels_last memory format.
             dtype: floating dtype of the yielded inputs.
+            rank, world_size: data-parallel slice. ``batch_size`` stays the *global* batch;
+                every rank builds the same global batch (same order, same augmentation) and
+                yields rows ``[rank * b, (rank + 1) * b)`` with ``b = batch_size //
+                world_size``. The ranks together see exactly what one process would.
         """
         _check_uint8_images(images)
         if labels.shape != images.shape[:1]:
@@ -262,6 +268,10 @@ class DeviceLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
         self.dtype = dtype
+        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"the global batch {batch_size} must split evenly over "
+                             f"{world_size} ranks (rank {rank})")
+        self.rank, self.world_size = rank, world_size
         if len(self) == 0:
             raise DataError(f"{self.num_images} images give no complete batch of "
                             f"{batch_size}. Lower --batch-size or use more data.")
@@ -303,6 +313,11 @@ class DeviceLoader:
                 x = random_crop(x, self.pad, generator)
                 if self.flip:
                     x = random_flip(x, generator)
+            y = self.labels[index]
+            if self.world_size > 1:
+                per_rank = self.batch_size // self.world_size
+                rows = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+                x, y = x[rows], y[rows]
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[index]
+            yield x, y

@@ -156,6 +156,12 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a checkpoint file; every failure is a :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.safetensors"))
+        example = path / (BEST if BEST in inside or not inside else inside[0])
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file (it holds "
+                              f"{', '.join(inside) or 'no .safetensors file'}). Give the path of "
+                              f"one checkpoint file, e.g. {example}.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist. Give the path of a "
                               f".safetensors file written by `resnets train` (in --out DIR).")

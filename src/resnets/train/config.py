@@ -34,6 +34,13 @@ class TrainConfig:
     normalization: str = "per_pixel_mean"  # or "channel_mean_std"
     pad: int = 4  # random-crop padding in pixels; 0 disables cropping
     flip: bool = True  # random horizontal flips
+    pipeline: str = "auto"  # device (uint8 set on the device) | folder (files + DataLoader)
+    #                         auto: device for the CIFAR family, folder for ImageNet nets
+    crop_size: int = 224  # folder pipeline: training crop (and eval center crop) size
+    scale_range: tuple[int, int] = (256, 480)  # folder: shorter side drawn uniformly in range
+    eval_resize: int = 256  # folder: shorter side before the eval center crop
+    lighting: float = 0.1  # folder: std of AlexNet PCA lighting noise; 0 disables it
+    workers: int = 4  # folder: DataLoader worker processes
     # --- optimisation (PAPER.md section 5)
     batch_size: int = 128  # mini-batch size
     lr: float = 0.1  # initial learning rate
@@ -42,6 +49,9 @@ class TrainConfig:
     iterations: int = PAPER_ITERATIONS  # total optimizer steps
     milestones: tuple[int, ...] = (32000, 48000)  # steps at which lr is multiplied by gamma
     gamma: float = 0.1  # lr factor per milestone
+    schedule: str = "steps"  # steps (milestones) | plateau (x gamma when val error stalls)
+    plateau_patience: int = 3  # plateau: evaluations without improvement before a drop
+    plateau_threshold: float = 1e-3  # plateau: smaller val-error gains do not count
     warmup_lr: float | None = None  # lr used until training error < warmup_until_error
     warmup_until_error: float = 0.8  # warm-up ends when the training error drops below this
     warmup_max_iterations: int = 2000  # warm-up ends here regardless (a safety stop)
@@ -51,6 +61,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None = on wherever bf16 is native, else off
     compile: bool = False  # torch.compile the training step's model
     deterministic: bool = False  # deterministic kernels (bitwise-reproducible resume on CPU)
+    sync_bn: bool = False  # distributed: batch statistics over all ranks (SyncBatchNorm)
     # --- bookkeeping
     seed: int = 0  # seeds init, split, data order and augmentation
     log_every: int = 50  # iterations between metric lines (and host syncs)
@@ -80,6 +91,14 @@ class TrainConfig:
             (min(self.log_every, self.eval_every, self.save_every) >= 1,
              "log_every, eval_every and save_every must be >= 1"),
             (self.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {self.max_nonfinite}"),
+            (self.pipeline in ("auto", "device", "folder"),
+             f"pipeline must be auto, device or folder, got {self.pipeline!r}"),
+            (self.schedule in ("steps", "plateau"),
+             f"schedule must be steps or plateau, got {self.schedule!r}"),
+            (self.crop_size >= 8 and 8 <= self.scale_range[0] <= self.scale_range[1],
+             f"need crop_size >= 8 and 8 <= scale_range[0] <= scale_range[1], got "
+             f"{self.crop_size}, {list(self.scale_range)}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (list(self.milestones) == sorted(self.milestones),
              f"milestones must be increasing, got {list(self.milestones)}"),
         ]
@@ -90,6 +109,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["scale_range"] = list(self.scale_range)
         return d
 
     @classmethod
@@ -100,8 +120,9 @@ class TrainConfig:
             raise UserError(f"unknown training option(s): {', '.join(unknown)}. "
                             f"Known options: {', '.join(sorted(known))}.")
         d = dict(d)
-        if "milestones" in d:
-            d["milestones"] = tuple(int(m) for m in d["milestones"])
+        for key in ("milestones", "scale_range"):
+            if key in d:
+                d[key] = tuple(int(m) for m in d[key])
         return cls(**d)
 
     def to_json(self) -> str:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DeviceLoader, Normalization, load_image_set, split_indices
-from ..errors import UserError
+from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
 from ..models import create_model, model_info
 from .checkpoint import (
@@ -126,7 +126,12 @@ class Trainer:
         seed_everything(cfg.seed)
         model_info(cfg.model)  # unknown names fail here, before data loading
         self._build_data()
-        self.model = create_model(cfg.model, num_classes=len(self.classes), **cfg.model_kwargs)
+        try:
+            self.model = create_model(cfg.model, num_classes=len(self.classes),
+                                      **cfg.model_kwargs)
+        except (TypeError, ValueError) as e:  # bad model_kwargs from the flags or the recipe
+            raise UserError(f"cannot build {cfg.model} with {cfg.model_kwargs}: {e}. Fix "
+                            f"--shortcut / --unit or the recipe's model_kwargs.") from None
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -151,6 +156,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------- setup
     def _find_resume(self, resume: str | None) -> Checkpoint | None:
+        self.resumed_from: Path | None = None
         if resume is None:
             return None
         if resume == "auto":
@@ -196,6 +202,7 @@ class Trainer:
             pick = torch.randperm(len(train_idx), generator=g)[: cfg.train_subset]
             train_idx = train_idx[pick.sort().values]
         self.classes = list(data.classes)
+        self.skipped_images = list(data.skipped)  # unreadable files left out (--skip-bad-images)
         train_images, train_labels = data.images[train_idx], data.labels[train_idx]
         self.normalization = Normalization.fit(train_images, cfg.normalization)
         self.train_loader = DeviceLoader(
@@ -247,6 +254,13 @@ class Trainer:
                                optimizer=self.optimizer, extra=self.window, include_rng=True)
 
     def _restore(self, ckpt: Checkpoint) -> None:
+        if list(ckpt.meta["classes"]) != self.classes:
+            # Same count but other names would train on silently permuted labels.
+            raise CheckpointError(
+                f"cannot resume from {self.resumed_from}: its classes "
+                f"({', '.join(ckpt.meta['classes'])}) differ from those of {self.data_source} "
+                f"({', '.join(self.classes)}). Resume with the run's original --data, or start "
+                f"a new run in another --out directory.")
         self.model.load_state_dict(ckpt.model_state, strict=True)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         st = ckpt.meta["train_state"]
@@ -269,8 +283,14 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["iteration"] <= iteration]
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # blank, or torn by a process killed while writing it
+            if row["iteration"] <= iteration:
+                keep.append(line)
         path.write_text("".join(line + "\n" for line in keep))
 
     # ------------------------------------------------------------------- the loop
@@ -371,6 +391,12 @@ class Trainer:
                            describe=self.describe())
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         stopped, code = None, 0
+        if self.resumed_from is not None:
+            logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
+        if self.skipped_images:
+            logger.message(f"skipped {len(self.skipped_images)} unreadable image file(s) "
+                           f"(--skip-bad-images), e.g. {self.skipped_images[0]}; all are "
+                           f"listed in {self.out / 'config.json'}")
         self.window_start, self.window_images = time.perf_counter(), 0
         self.model.train()
         try:
@@ -423,6 +449,8 @@ class Trainer:
             "val_images": self.num_val,
             "steps_per_epoch": len(self.train_loader),
             "data_source": self.data_source,
+            "skipped_images": len(self.skipped_images),
+            "skipped_files": self.skipped_images,
             "classes": self.classes,
             "normalization": self.normalization.kind,
         }

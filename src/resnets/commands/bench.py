@@ -1,0 +1,62 @@
+"""`resnets bench`: images/s of a model on synthetic data, its fraction of the device's
+matmul peak, and torchvision's model beside it for the ImageNet depths."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="measure a model's images/s, FLOP/s and torchvision ratio",
+        description="Time a registered model on synthetic data after a warm-up, set its FLOP/s "
+                    "against a matmul timed on the same device, and for resnet18/34/50/101/152 "
+                    "time torchvision's model in the same run.")
+    p.add_argument("--model", required=True, help="a registered name (`resnets models`)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per step (default: 256 on CUDA, 16 on CPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32, or bf16 autocast (default: fp32)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and inputs in channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
+    p.add_argument("--mode", choices=["train", "infer"], default="infer",
+                   help="infer: forward only; train: forward, backward and SGD step")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="chunks in which the compared models' timed steps alternate; each "
+                        "reports its median chunk (default: 4)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input side (default: 224 ImageNet, 32 CIFAR)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-torchvision", action="store_true",
+                   help="skip the torchvision comparison")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..bench import run_benchmark
+
+    res = run_benchmark(
+        args.model, batch_size=args.batch, precision=args.precision,
+        channels_last=args.channels_last, compile=args.compile, mode=args.mode,
+        steps=args.steps, warmup=args.warmup, rounds=args.rounds, device=args.device,
+        image_size=args.image_size, compare_torchvision=not args.no_torchvision)
+    c, h, w = res["input_size"]
+    print(f"{res['model']} {res['mode']} {res['precision']}"
+          f"{' channels_last' if res['channels_last'] else ''}"
+          f"{' compiled' if res['compile'] else ''}, batch {res['batch_size']}, {c}x{h}x{w}, "
+          f"{res['device_name']}")
+    print(f"  {res['img_per_s']:10.1f} img/s   {res['model_tflops']:.3f} TFLOP/s of model work "
+          f"({res['flops_per_image'] / 1e9:.2f} GFLOP/image)")
+    print(f"  matmul peak {res['peak_tflops']:.3f} TFLOP/s ({res['peak_dtype']}): the model "
+          f"reaches {100 * res['peak_fraction']:.1f}%")
+    tv = res["torchvision"]
+    if tv is not None:
+        print(f"  torchvision {tv['img_per_s']:10.1f} img/s; ours ({tv['ours']['layout']}) "
+              f"{tv['ours']['img_per_s']:.1f} img/s: ratio {tv['ratio']:.2f}")
+    if args.json:
+        print(json.dumps(res))
+    return 0

@@ -1,0 +1,57 @@
+"""`resnets predict`: top-k classes of image files and folders with a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="classify image files with a checkpoint",
+        description="Print the top-k classes of each image. Folders are searched recursively "
+                    "for files Pillow reads. Images are resized and normalized as the "
+                    "checkpoint records (CIFAR: the whole image to 32x32; imported ImageNet "
+                    "weights: resize and center crop). An unreadable file is reported with "
+                    "its path and the others go on; the exit status is 1 when any failed.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .safetensors checkpoint (resnets train or resnets import)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true",
+                   help='end with one JSON line: {"predictions": [{"path", "topk": [{"class", '
+                        '"prob"}]}], "failed": [{"path", "error"}]}')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..serve.predict import Failure, Predictor, find_images
+    from ..train.loop import resolve_device
+
+    if args.topk < 1:
+        raise UserError(f"--topk must be at least 1, got {args.topk}.")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device),
+                                          batch_size=args.batch_size)
+    paths, failed = find_images(args.inputs)
+    if not paths and not failed:
+        raise UserError(f"no image files found in {' '.join(args.inputs)} (searched for "
+                        f"extensions Pillow reads, e.g. .png .jpg .webp).")
+    for f in failed:
+        print(f"{f.path}: error: {f.error}", file=sys.stderr)
+    predictions = []
+    for result in predictor.predict(paths, topk=args.topk):
+        if isinstance(result, Failure):
+            failed.append(result)
+            print(f"{result.path}: error: {result.error}", file=sys.stderr)
+            continue
+        predictions.append(result)
+        print(f"{result.path}: " + ", ".join(f"{c} {p:.4f}" for c, p in result.topk))
+    print(f"{len(predictions) + len(failed)} images: {len(predictions)} ok, "
+          f"{len(failed)} failed")
+    if args.json:
+        print(json.dumps({"predictions": [p.to_dict() for p in predictions],
+                          "failed": [f.to_dict() for f in failed]}))
+    return 1 if failed else 0

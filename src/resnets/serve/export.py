@@ -1,0 +1,193 @@
+"""Export a checkpoint's network to ONNX, TorchScript or a torch.export program, and check it.
+
+The exported graph is the bare network: its input is a normalized float32 (B, 3, H, W)
+batch, its output the (B, num_classes) logits, and the batch axis is dynamic. How images
+become that input (the checkpoint's ``normalization``, ``image_size``, ``preprocessing``)
+travels inside the file as a JSON record named ``resnets``: ONNX ``metadata_props``, a
+TorchScript extra file ``resnets.json``, a torch.export extra file ``resnets.json``.
+
+Every export is reloaded from disk and run on images that look like the checkpoint's inputs
+(smooth random colour fields, normalized with the checkpoint's own statistics) at several
+batch sizes; the largest absolute difference to the eager model is reported and must stay
+within a tolerance (1e-4 by default).
+
+ONNX uses torch's default exporter (``dynamo=True``, built on torch.export; it needs
+onnxscript, and it works offline); onnxruntime runs the check. Both come with the
+``export`` extra: ``pip install "resnets[export]"``. TorchScript (``torch.jit.trace``) is
+deprecated in recent torch releases; it is kept for C++ / mobile consumers, and its
+deprecation warnings are silenced here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.device_loader import Normalization
+from ..errors import UserError
+from ..train.checkpoint import load_checkpoint
+
+__all__ = ["FORMATS", "ExportError", "ExportReport", "export_checkpoint", "export_model",
+           "sample_inputs"]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+META_NAME = "resnets"  # ONNX metadata key; TorchScript / torch.export extra file resnets.json
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+# Records copied into the exported file: what a consumer needs to prepare inputs.
+_META_KEYS = ("model", "model_kwargs", "classes", "normalization", "image_size",
+              "preprocessing")
+
+
+class ExportError(UserError):
+    """An export could not be written, or does not compute what the eager model computes."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    max_abs_diff: float  # largest |exported - eager| over all checked logits
+    max_abs_logit: float  # scale of the eager logits, to read the difference against
+    batch_sizes: tuple[int, ...]  # batch sizes the reloaded export was run with
+    tolerance: float
+
+
+def sample_inputs(meta: dict[str, Any], n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` normalized float32 (n, 3, H, W) inputs that look like photos to the network:
+    smooth random colour fields with some texture, as uint8, through the checkpoint's
+    normalization. Pure noise would push activations to ranges real images never reach."""
+    _, h, w = meta["image_size"]
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g) * 255  # (n, 3, 4, 4)
+    smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    texture = torch.randn(n, 3, h, w, generator=g) * 12
+    images = (smooth + texture).round().clamp(0, 255).to(torch.uint8)  # (n, 3, H, W)
+    return Normalization.from_dict(meta["normalization"]).apply(images)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str,
+                      **kwargs) -> ExportReport:
+    """Load ``checkpoint`` on the CPU and `export_model` it to ``out``."""
+    model, meta = load_checkpoint(checkpoint, device="cpu")
+    return export_model(model, meta, out, fmt, **kwargs)
+
+
+def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike, fmt: str, *,
+                 batch_size: int = 2, verify: bool = True,
+                 tolerance: float = 1e-4) -> ExportReport:
+    """Write ``model`` (fp32, eval mode, CPU) as ``fmt`` to ``out``, then reload the file and
+    compare its logits to the eager model's at batch sizes ``batch_size``, 1 and
+    ``batch_size + 1``.
+
+    ``batch_size`` is the example batch the graph is traced with; it must be at least 2,
+    since torch.export treats a size-1 dimension as fixed. Raises `ExportError` when the
+    difference exceeds ``tolerance`` (the file is kept for inspection) or when the export
+    tooling is missing.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if batch_size < 2:
+        raise ExportError(f"--batch-size must be at least 2 for a dynamic batch axis, got "
+                          f"{batch_size} (torch.export fixes a size-1 dimension).")
+    missing = [k for k in ("image_size", "normalization") if k not in meta]
+    if missing:
+        raise ExportError(f"the checkpoint has no {', '.join(missing)} record, needed to "
+                          f"describe the exported model's input.")
+    out = Path(out)
+    if fmt == "exported-program" and out.suffix != ".pt2":
+        raise ExportError(f"--out {out}: torch.export archives are .pt2 files (torch.export.load "
+                          f"expects the suffix); use e.g. {out.with_suffix('.pt2')}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval().cpu()
+    record = json.dumps({**{k: meta[k] for k in _META_KEYS if k in meta},
+                         "input": f"{INPUT_NAME}: normalized float32 (B, 3, H, W)",
+                         "output": f"{OUTPUT_NAME}: float32 (B, num_classes)"})
+    example = sample_inputs(meta, batch_size, seed=0)
+    writer, reloader = {"onnx": (_write_onnx, _load_onnx),
+                        "torchscript": (_write_torchscript, _load_torchscript),
+                        "exported-program": (_write_exported, _load_exported)}[fmt]
+    writer(model, example, out, record)
+    sizes = tuple(dict.fromkeys((batch_size, 1, batch_size + 1)))
+    if not verify:
+        return ExportReport(out, fmt, float("nan"), float("nan"), (), tolerance)
+    run = reloader(out)
+    diff = scale = 0.0
+    with torch.no_grad():
+        for i, n in enumerate(sizes):
+            x = sample_inputs(meta, n, seed=1 + i)
+            ref = model(x)
+            diff = max(diff, (run(x) - ref).abs().max().item())
+            scale = max(scale, ref.abs().max().item())
+    report = ExportReport(out, fmt, diff, scale, sizes, tolerance)
+    if not diff <= tolerance:  # also catches NaN
+        raise ExportError(f"{out} ({fmt}) differs from the eager model by {diff:.3g} (logits "
+                          f"up to {scale:.3g}), more than the tolerance {tolerance:g}. The "
+                          f"file is kept for inspection; report this with the torch version.")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# One writer and one reloader per format; a reloader returns a function of a CPU batch.
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1)
+
+
+def _write_onnx(model: nn.Module, example: torch.Tensor, out: Path, record: str) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail early and clearly)
+    except ImportError:
+        raise ExportError('ONNX export needs onnx and onnxscript (and onnxruntime to check '
+                          'the result): pip install "resnets[export]".') from None
+    program = torch.onnx.export(model, (example,), input_names=[INPUT_NAME],
+                                output_names=[OUTPUT_NAME], dynamic_shapes=({0: _batch_dim()},),
+                                dynamo=True, verbose=False)
+    program.model.metadata_props[META_NAME] = record
+    # One self-contained file below protobuf's 2 GB limit; larger nets keep a .data sidecar.
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.5 * 2**30
+    program.save(out, external_data=big)
+
+
+def _load_onnx(out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError(f'{out} was written, but checking it needs onnxruntime: pip install '
+                          f'"resnets[export]", or pass --no-verify.') from None
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+
+    return run
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, out: Path, record: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(out), _extra_files={f"{META_NAME}.json": record})
+
+
+def _load_torchscript(out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(out), map_location="cpu")
+
+
+def _write_exported(model: nn.Module, example: torch.Tensor, out: Path, record: str) -> None:
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
+    torch.export.save(program, out, extra_files={f"{META_NAME}.json": record})
+
+
+def _load_exported(out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    return torch.export.load(out).module()

@@ -1,0 +1,205 @@
+"""Class predictions for image files with a checkpoint: the logic of `resnets predict`.
+
+An image goes through the same steps as the checkpoint's training or eval data:
+
+1. decode with Pillow (any format it reads, except EPS, which runs Ghostscript) and convert
+   to 8-bit RGB with the data pipeline's own converter (16-bit grey scaled, transparency
+   composited onto black);
+2. resize: CIFAR checkpoints (no ``preprocessing`` record) resize the whole image to
+   ``image_size``, bilinear, as the training data was decoded; imported ImageNet weights
+   resize the shorter side to ``preprocessing["resize"]`` and center-crop ``image_size``,
+   as torchvision's and timm's eval transforms do;
+3. normalize the uint8 batch with the checkpoint's `Normalization`.
+
+Files are decoded one by one and run through the network in batches; a file that cannot be
+read becomes a `Failure` carrying its path and the reason, and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.device_loader import Normalization
+from ..data.sources import _to_rgb8
+from ..errors import CheckpointError, UserError
+from ..train.checkpoint import load_checkpoint
+
+__all__ = ["Failure", "Prediction", "Predictor", "Preprocessing", "find_images",
+           "image_extensions"]
+
+# Pillow plugins that hand the file to an external program are never used on user files.
+_EXTERNAL_DECODERS = frozenset({"EPS"})
+
+
+def _read_formats() -> tuple[str, ...]:
+    Image.init()  # registers every plugin, so OPEN lists all readable formats
+    return tuple(sorted(f for f in Image.OPEN if f not in _EXTERNAL_DECODERS))
+
+
+def image_extensions() -> frozenset[str]:
+    """File extensions (lower case, with the dot) of the formats Pillow can read here; a
+    folder search takes only these files (files named on the command line are all tried)."""
+    formats = set(_read_formats())
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items()
+                     if fmt in formats)
+
+
+@dataclass
+class Prediction:
+    path: str
+    topk: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "topk": [{"class": c, "prob": p} for c, p in self.topk]}
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str  # why the file could not be used
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded RGB image becomes a uint8 (3, H, W) network input."""
+
+    size: tuple[int, int]  # (H, W) of the network input: the checkpoint's image_size
+    resize: int | None = None  # shorter side before a center crop; None: resize to `size`
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Preprocessing:
+        _, h, w = meta["image_size"]
+        pre = meta.get("preprocessing") or {}
+        return cls((int(h), int(w)), pre.get("resize"), pre.get("interpolation", "bilinear"))
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """An RGB PIL image -> uint8 (3, H, W)."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        mode = InterpolationMode(self.interpolation)
+        h, w = self.size
+        if self.resize is None:
+            if img.size != (w, h):
+                # Aspect ratio not kept: the training decoder (data.sources) does the same.
+                img = TF.resize(img, [h, w], interpolation=mode)
+        else:
+            # torchvision's eval transform step by step, so imported weights see exactly
+            # the inputs their published accuracy was measured with.
+            img = TF.center_crop(TF.resize(img, self.resize, interpolation=mode), [h, w])
+        return np.array(img, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Failure]]:
+    """Expand files and folders into image paths: folders recursively (hidden entries
+    skipped), sorted, keeping files whose extension Pillow reads; named files as given.
+    Inputs that do not exist are returned as failures."""
+    extensions = image_extensions()
+    found: list[Path] = []
+    missing: list[Failure] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            for folder, subfolders, names in os.walk(path, followlinks=True):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+                found += [Path(folder) / n for n in sorted(names)
+                          if not n.startswith(".") and Path(n).suffix.lower() in extensions]
+        elif path.exists():
+            found.append(path)
+        else:
+            missing.append(Failure(str(path), "no such file or folder"))
+    return found, missing
+
+
+@dataclass
+class Predictor:
+    """A checkpoint loaded once for prediction on image files.
+
+    >>> predictor = Predictor.from_checkpoint("runs/r20/best.safetensors")
+    >>> for result in predictor.predict(["cat.png", "photos/"], topk=3): print(result)
+    """
+
+    model: torch.nn.Module  # eval mode, on `device`
+    meta: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        need = [k for k in ("classes", "normalization", "image_size") if k not in self.meta]
+        if need:
+            raise CheckpointError(
+                f"the checkpoint has no {', '.join(need)} record, which prediction needs to "
+                f"prepare images. Write it with `resnets train` or `resnets import`.")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        self.classes: list[str] = list(self.meta["classes"])
+        self.normalization = Normalization.from_dict(self.meta["normalization"])
+        self.preprocessing = Preprocessing.from_meta(self.meta)
+        self._formats = _read_formats()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        batch_size: int = 64) -> Predictor:
+        """Load ``path`` (a resnets ``.safetensors`` checkpoint) onto ``device``."""
+        model, meta = load_checkpoint(path, device=device)
+        return cls(model, meta, torch.device(device), batch_size)
+
+    def load_image(self, path: str | os.PathLike) -> torch.Tensor:
+        """Decode and resize one file to a uint8 (3, H, W) tensor; raises on unreadable
+        files (OSError, Pillow's errors, DecompressionBombError, ...)."""
+        with Image.open(path, formats=self._formats) as img:
+            img.load()
+            rgb = img if img.mode == "RGB" else _to_rgb8(img)
+            return torch.from_numpy(self.preprocessing(rgb))
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, num_classes), float32 on the CPU, of a uint8 (B, 3, H, W)
+        batch."""
+        x = self.normalization.apply(images.to(self.device))  # (B, 3, H, W) float32
+        return torch.softmax(self.model(x).float(), dim=1).cpu()
+
+    def predict(self, paths: Iterable[str | os.PathLike], topk: int = 5
+                ) -> Iterator[Prediction | Failure]:
+        """One result per path, in the order given: the ``topk`` classes (at most all of
+        them) with their probabilities, or a `Failure` for a file that could not be read."""
+        k = max(1, min(topk, len(self.classes)))
+        chunk: list[str | os.PathLike] = []
+        for path in paths:
+            chunk.append(path)
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk, k)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, k)
+
+    def _predict_chunk(self, paths: list, k: int) -> Iterator[Prediction | Failure]:
+        results: list[Prediction | Failure | None] = []
+        images, slots = [], []
+        for path in paths:
+            try:
+                images.append(self.load_image(path))
+            except Exception as e:  # Pillow raises many exception types on bad input
+                results.append(Failure(str(path), f"{type(e).__name__}: {e}"))
+                continue
+            slots.append(len(results))
+            results.append(None)
+        if images:
+            probs, index = self.probabilities(torch.stack(images)).topk(k, dim=1)
+            for slot, p, i in zip(slots, probs.tolist(), index.tolist(), strict=True):
+                results[slot] = Prediction(str(paths[slot]),
+                                           [(self.classes[c], v) for c, v in zip(i, p,
+                                                                                 strict=True)])
+        yield from results  # every slot is filled by now

@@ -1,0 +1,391 @@
+"""Weights from other libraries as resnets checkpoints: torchvision and timm ResNets.
+
+Both libraries name the layers of their plain ResNets exactly as resnets does (``conv1``,
+``bn1``, ``layer1..4`` with blocks ``convK``/``bnK``/``downsample.0|1``, ``fc``) and put the
+bottleneck's stride on the 3x3 ("v1.5"), so their state dicts load into
+``create_model("resnetNN", stride_in_1x1=False)`` unchanged and compute the same logits.
+
+What differs is around the weights:
+
+* torchvision: a ``.pth`` state dict, or a weights enum (``torchvision:resnet50``) whose
+  metadata gives the class names and the eval transform (resize 256 or 232, crop 224).
+* timm (``timm.create_model("resnet50")`` and its ``.tv``/``.a1``/... tags): the same keys.
+  Only two spellings need mapping: a ``module.`` prefix (a DistributedDataParallel wrapper
+  saved as is) and ``head.fc.`` for the classifier (timm's newer heads). timm's hub files are
+  usually ``model.safetensors`` with a ``config.json`` beside them, whose ``pretrained_cfg``
+  (crop_pct, interpolation, mean, std) gives the preprocessing. Variants with other layers
+  (deep-stem ``resnet50d``, ``seresnet``, group norm, and ``resnetv2_*``, a pre-activation
+  net with ``stem.``/``stages.`` names and projection shortcuts without BN) are refused with
+  the keys that do not fit.
+
+Every import ends in an `ImportedWeights` whose ``save`` writes a resnets checkpoint (kind
+``"weights"``) with ``normalization`` (channel mean/std), ``image_size`` and
+``preprocessing`` (resize, crop, interpolation), so `resnets predict` treats it like a
+checkpoint of `resnets train`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.device_loader import Normalization
+from ..errors import CheckpointError
+from ..models import create_model, list_models
+from ..models.zoo import IMAGENET_LAYERS
+from ..train.checkpoint import load_torch_weights, read_checkpoint, save_checkpoint
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImportedWeights",
+    "import_timm",
+    "import_torchvision",
+    "imagenet_preprocessing",
+    "infer_model_name",
+    "load_state_dict_for_model",
+    "read_state_dict",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_PREFIX = "torchvision:"
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+HEAD = "fc"  # the classifier's module name, in resnets, torchvision and timm alike
+
+
+@dataclass
+class ImportedWeights:
+    """A model holding imported weights (eval mode) and the checkpoint record describing it."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    dropped: list[str] = field(default_factory=list)  # head tensors left out (new num_classes)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a resnets checkpoint that `load_checkpoint` and `resnets predict` read."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"--out {path}: resnets checkpoints are .safetensors files; "
+                                  f"name the output e.g. {path.with_suffix('.safetensors')}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(path, model=self.model, meta=self.meta)
+
+
+def imagenet_preprocessing(*, resize: int = 256, crop: int = 224,
+                           interpolation: str = "bilinear",
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
+    """The ``normalization``, ``image_size`` and ``preprocessing`` entries of a checkpoint
+    record for an ImageNet-style eval transform: resize the shorter side to ``resize``,
+    center-crop ``crop`` x ``crop``, scale to [0, 1], subtract ``mean``, divide by ``std``."""
+    if interpolation not in INTERPOLATIONS:
+        raise CheckpointError(f"interpolation {interpolation!r} is not one of "
+                              f"{', '.join(INTERPOLATIONS)}.")
+    if not 0 < crop <= resize:
+        raise CheckpointError(f"the crop ({crop}) must be positive and at most the resize "
+                              f"({resize}).")
+    norm = Normalization("channel_mean_std", [float(v) for v in mean], [float(v) for v in std])
+    return {"normalization": norm.to_dict(), "image_size": [3, int(crop), int(crop)],
+            "preprocessing": {"resize": int(resize), "crop": int(crop),
+                              "interpolation": interpolation}}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading state dicts
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A name -> tensor dict from a ``.safetensors`` file (plain, or a resnets checkpoint) or a
+    torch ``.pth``/``.pt``/``.bin`` file (read with ``weights_only=True``: no code runs)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist. Give a local .pth or "
+                              f".safetensors file, or torchvision:MODEL for torchvision's "
+                              f"published weights.")
+    if path.suffix != ".safetensors":
+        return load_torch_weights(path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_resnets = "resnets" in (f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}).") from None
+    return read_checkpoint(path).model_state if is_resnets else state
+
+
+def infer_model_name(state: dict[str, torch.Tensor]) -> str:
+    """The registered ImageNet ResNet whose stages match the blocks found in ``state``."""
+    counts = []
+    for stage in range(1, 5):
+        blocks = {k.split(".")[1] for k in state if k.startswith(f"layer{stage}.")}
+        counts.append(len(blocks))
+    block = "bottleneck" if any(".conv3." in k for k in state) else "basic"
+    for depth, (kind, layers) in IMAGENET_LAYERS.items():
+        if kind == block and tuple(layers) == tuple(counts) and f"resnet{depth}" in list_models():
+            return f"resnet{depth}"
+    raise CheckpointError(
+        f"the weights hold {block} blocks per stage {tuple(counts)}, which is no registered "
+        f"ImageNet ResNet ({', '.join(list_models('imagenet'))}). Pass --model NAME, or check "
+        f"that the file holds a plain torchvision/timm ResNet.")
+
+
+def load_state_dict_for_model(model: nn.Module, state: dict[str, torch.Tensor],
+                              num_classes: int | None = None) -> list[str]:
+    """Load ``state`` into ``model``; returns the names of the head tensors left out.
+
+    With ``num_classes`` the model's classifier is first resized to it (``reset_classifier``).
+    If the classifier of ``state`` has another shape (weights for 1000 ImageNet classes,
+    a model for 10), the ``fc`` tensors are dropped with a warning and keep their fresh
+    initialisation: the usual start of fine-tuning. Any other shape mismatch, missing or
+    unexpected tensor is a `CheckpointError` naming the tensors and their shapes.
+    """
+    head = getattr(model, HEAD, None)
+    if num_classes is not None and isinstance(head, nn.Linear) \
+            and head.out_features != num_classes:
+        model.reset_classifier(num_classes)
+    own = model.state_dict()
+    # BN counters are absent from state dicts saved before PyTorch 0.4.1 (e.g. torchvision's
+    # original resnet50 file); BatchNorm fills them in itself.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        found = "; ".join(_listing(what, keys) for what, keys in
+                          (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise CheckpointError(
+            f"the weights do not fit {type(model).__name__}: {found}. The file may hold "
+            f"another architecture (check --model) or a variant with other layers.")
+    wrong = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+             if k in state and state[k].shape != own[k].shape]
+    body = [w for w in wrong if not w[0].startswith(HEAD + ".")]
+    if body:
+        shown = "; ".join(f"{k}: weights {a} vs model {b}" for k, a, b in body[:5])
+        more = f"; and {len(body) - 5} more" if len(body) > 5 else ""
+        raise CheckpointError(f"tensor shapes differ between the weights and the model: "
+                              f"{shown}{more}. Check --model (depth, block type, "
+                              f"shortcut option) against the weights.")
+    dropped: list[str] = []
+    if wrong:
+        dropped = sorted(k for k in own if k.startswith(HEAD + "."))
+        old = state.get(f"{HEAD}.weight")
+        warnings.warn(
+            f"the classifier weight is {tuple(old.shape) if old is not None else '?'} in the "
+            f"weights but {tuple(own[HEAD + '.weight'].shape)} in the model: dropping "
+            f"{', '.join(dropped)}; they keep their fresh initialisation, to be fine-tuned.",
+            stacklevel=2)
+        state = {k: v for k, v in state.items() if k not in dropped}
+    result = model.load_state_dict(state, strict=not dropped)
+    if dropped:
+        left = [k for k in result.missing_keys if k not in dropped]
+        if left or result.unexpected_keys:  # cannot happen after the checks above
+            raise CheckpointError(f"loading left {left + list(result.unexpected_keys)} unset.")
+    return dropped
+
+
+def _listing(what: str, keys: list[str]) -> str:
+    more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+    return f"{len(keys)} {what} tensors ({', '.join(keys[:6])}{more})"
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision
+
+
+def import_torchvision(weights: str | os.PathLike, *, model: str | None = None,
+                       num_classes: int | None = None, classes: list[str] | None = None,
+                       resize: int | None = None, crop: int | None = None,
+                       interpolation: str | None = None) -> ImportedWeights:
+    """Torchvision ResNet weights as an `ImportedWeights`.
+
+    Args:
+        weights: ``"torchvision:resnet50"`` (the DEFAULT weights of that builder) or
+            ``"torchvision:resnet50.IMAGENET1K_V1"``, fetched with torchvision's own weight
+            enums into torch.hub's cache; or a local ``.pth``/``.safetensors`` state dict.
+        model: resnets model name; default: the torchvision builder's name, or inferred from
+            the blocks of a local file.
+        num_classes: classifier size; default ``len(classes)``, else the weights'. Another
+            size than the weights' drops their ``fc`` (with a warning).
+        classes: class names, one per output; default the weights' categories
+            (ImageNet-1k for a 1000-way head), else ``class_0``, ``class_1``, ...
+        resize, crop, interpolation: override the eval transform (default: the weights'
+            transform, else torchvision's classic 256 / 224 / bilinear).
+
+    Offline, a ``torchvision:`` spec whose file is not in the cache raises a
+    `CheckpointError` naming the URL and how to pass a downloaded copy instead.
+    """
+    spec = str(weights)
+    if spec.startswith(TORCHVISION_PREFIX):
+        name = spec[len(TORCHVISION_PREFIX):]
+        model = model or name.partition(".")[0]
+        _check_model_name(model)  # before a download that could not be used
+        state, info = _fetch_torchvision(name)
+    else:
+        state = read_state_dict(spec)
+        info = {"source": {"format": "torchvision", "weights": str(Path(spec).resolve())}}
+    state = _strip_prefix(state, "module.")
+    pre = {"resize": 256, "crop": 224, "interpolation": "bilinear", **info.get("transform", {})}
+    pre.update({k: v for k, v in (("resize", resize), ("crop", crop),
+                                  ("interpolation", interpolation)) if v is not None})
+    return _build(state, model=model, num_classes=num_classes, classes=classes,
+                  categories=info.get("categories"), preprocessing=pre, source=info["source"])
+
+
+def _fetch_torchvision(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict and metadata of torchvision weights ``builder[.TAG]`` (download or cache)."""
+    import torch.hub
+    from torchvision.models import get_model_weights
+
+    builder, _, tag = name.partition(".")
+    try:
+        enum = get_model_weights(builder)
+    except (ValueError, KeyError):
+        raise CheckpointError(f"torchvision has no model {builder!r}. Use e.g. "
+                              f"torchvision:resnet50 or torchvision:resnet18.IMAGENET1K_V1.") \
+            from None
+    try:
+        chosen = enum[tag] if tag else enum.DEFAULT
+    except KeyError:
+        raise CheckpointError(f"torchvision's {builder} has no weights {tag!r}; it has "
+                              f"{', '.join(w.name for w in enum)}.") from None
+    t = chosen.transforms()
+    transform = {"resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]),
+                 "interpolation": t.interpolation.value, "mean": list(t.mean),
+                 "std": list(t.std)}
+    try:
+        state = chosen.get_state_dict(progress=True)
+    except Exception as e:  # network, disk and hash failures all end here
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(chosen.url).name
+        flags = f"--model {builder} --resize {transform['resize']} --crop {transform['crop']}"
+        raise CheckpointError(
+            f"the download of torchvision weights {chosen} failed ({type(e).__name__}: {e}). "
+            f"If this machine is offline, fetch {chosen.url} on another one and either pass "
+            f"the file with --weights PATH {flags}, or copy it to {cached}, where "
+            f"torchvision looks first.") from None
+    return state, {
+        "categories": list(chosen.meta.get("categories") or []) or None,
+        "transform": transform,
+        "source": {"format": "torchvision", "weights": f"torchvision:{name}",
+                   "name": str(chosen), "url": chosen.url,
+                   "recipe": chosen.meta.get("recipe"),
+                   "metrics": chosen.meta.get("_metrics")},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# timm
+
+
+def import_timm(path: str | os.PathLike, *, model: str | None = None,
+                num_classes: int | None = None, classes: list[str] | None = None,
+                resize: int | None = None, crop: int | None = None,
+                interpolation: str | None = None) -> ImportedWeights:
+    """Weights of a timm ResNet (``resnet18/34/50/101/152`` and their tags) from a local
+    ``.safetensors``/``.pth`` file, as an `ImportedWeights`.
+
+    A ``config.json`` beside the file (as in timm's hub repositories) supplies the
+    architecture, label names and ``pretrained_cfg`` (input size, crop_pct, interpolation,
+    mean, std); without one timm's defaults apply: crop_pct 0.875 (resize 256, crop 224),
+    bilinear, ImageNet mean/std. Arguments override both.
+    """
+    path = Path(path).expanduser()
+    state = read_state_dict(path)
+    if any(k.startswith(("stem.", "stages.")) for k in state):
+        raise CheckpointError(
+            f"{path} holds a timm ResNetV2 (keys stem.*, stages.*): a pre-activation net whose "
+            f"projection shortcuts have no BN, unlike resnets' preact nets. Only timm's "
+            f"plain ResNets (resnet18/34/50/101/152) can be imported.")
+    state = _strip_prefix(state, "module.")
+    state = {(HEAD + k[len("head.fc"):] if k.startswith("head.fc.") else k): v
+             for k, v in state.items()}
+    cfg = _timm_config(path)
+    pretrained = cfg.get("pretrained_cfg", {})
+    size = int((pretrained.get("input_size") or (3, 224, 224))[-1])
+    crop_pct = float(pretrained.get("crop_pct", 0.875))
+    mean = pretrained.get("mean", IMAGENET_MEAN)
+    std = pretrained.get("std", IMAGENET_STD)
+    pre = {"resize": math.floor(size / crop_pct), "crop": size,
+           "interpolation": pretrained.get("interpolation", "bilinear"),
+           "mean": mean, "std": std}
+    pre.update({k: v for k, v in (("resize", resize), ("crop", crop),
+                                  ("interpolation", interpolation)) if v is not None})
+    arch = cfg.get("architecture")
+    if model is None and arch and arch in list_models("imagenet"):
+        model = arch
+    return _build(state, model=model, num_classes=num_classes, classes=classes,
+                  categories=cfg.get("label_names"), preprocessing=pre,
+                  source={"format": "timm", "weights": str(path.resolve()),
+                          "architecture": arch, "pretrained_cfg": pretrained or None})
+
+
+def _timm_config(path: Path) -> dict[str, Any]:
+    file = path.parent / "config.json"
+    if not file.is_file():
+        return {}
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file} (timm's model config beside the weights) is not "
+                              f"readable JSON ({e}); fix or remove it.") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Shared
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _check_model_name(name: str) -> None:
+    # torchvision's and timm's plain ResNets match resnets' ImageNet family, and only it.
+    plain = [n for n in list_models("imagenet") if n.startswith("resnet")]
+    if name not in plain:
+        raise CheckpointError(f"model {name!r} is not one of the ResNets whose torchvision / "
+                              f"timm weights resnets can load ({', '.join(plain)}).")
+
+
+def _imagenet_categories() -> list[str]:
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])  # no download needed
+
+
+def _build(state: dict[str, torch.Tensor], *, model: str | None, num_classes: int | None,
+           classes: list[str] | None, categories: list[str] | None,
+           preprocessing: dict[str, Any], source: dict[str, Any]) -> ImportedWeights:
+    """Model and record from a state dict in torchvision's layout. ``classes`` are the
+    user's names (must fit the head); ``categories`` the weights' own (used when they fit)."""
+    name = model or infer_model_name(state)
+    _check_model_name(name)
+    head = state.get(f"{HEAD}.weight")
+    n = num_classes or (len(classes) if classes else None) \
+        or (int(head.shape[0]) if head is not None else 1000)
+    if classes is not None and len(classes) != n:
+        raise CheckpointError(f"{len(classes)} class names were given for a classifier with "
+                              f"{n} outputs. Give one name per output (or --num-classes).")
+    kwargs = {"stride_in_1x1": False, "num_classes": n}  # torchvision's "v1.5" layout
+    net = create_model(name, **kwargs)
+    dropped = load_state_dict_for_model(net, state, n)
+    if classes is None:
+        if dropped:  # a fresh head: its outputs have no names yet
+            classes = [f"class_{i}" for i in range(n)]
+        elif categories and len(categories) == n:
+            classes = list(categories)
+        else:  # a 1000-way torchvision/timm head is ImageNet-1k's
+            classes = _imagenet_categories() if n == 1000 else [f"class_{i}" for i in range(n)]
+    meta = {"kind": "weights", "model": name, "model_kwargs": kwargs, "classes": list(classes),
+            **imagenet_preprocessing(**preprocessing), "source": source,
+            "head_dropped": dropped}
+    return ImportedWeights(net.eval(), meta, dropped)

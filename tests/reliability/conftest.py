@@ -1,0 +1,150 @@
+"""Helpers for the reliability tests: real child processes that can be killed at any moment,
+and the `resnets` console entry point called in-process with its output captured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.errors import CheckpointError
+from resnets.train.checkpoint import read_checkpoint
+
+
+def child_env() -> dict[str, str]:
+    # One thread per child: the machine's cores are shared, and the tests compare bits, not
+    # speed. Unbuffered output so that a killed child's log is complete up to the kill.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1"}
+
+
+class Child:
+    """A child Python process (``sys.executable ARGV``) with stdout and stderr in a log file."""
+
+    def __init__(self, argv: list[str], log: Path, cwd: Path):
+        self.log = log
+        self._stream = open(log, "w")  # noqa: SIM115 (closed in wait())
+        self.proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=child_env(),
+                                     stdout=self._stream, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+        """Poll ``condition`` until it holds; fail if the child exits first or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"the child exited with {self.proc.returncode} before {what}:\n"
+                            f"{self.output()}")
+            time.sleep(0.02)
+        pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{self.output()}")
+
+    def wait_for_checkpoint(self, path: Path, at_least: int) -> None:
+        """Wait until the checkpoint at ``path`` reports iteration >= ``at_least``."""
+
+        def reached() -> bool:
+            try:
+                return read_checkpoint(path).iteration >= at_least
+            except (CheckpointError, OSError):  # not written yet, or mid-rotation
+                return False
+
+        self.wait_until(reached, f"{path.name} reached iteration {at_least}")
+
+    def wait(self, timeout: float = 300) -> int:
+        """The exit status (negative: killed by that signal)."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stream.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process training on one thread, as in the children (``child_env``): on CPU the
+    bits of a result depend on the thread count, and on shared cores one thread is faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def spawn():
+    """``spawn(argv, log)`` starts a :class:`Child`; children still running at the end of the
+    session (a test failed before stopping its own) are killed."""
+    children: list[Child] = []
+
+    def start(argv: list[str], log: Path) -> Child:
+        child = Child(argv, log, cwd=log.parent)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.stop()
+
+
+class Cli:
+    """Runs ``resnets ARGV`` in this process (``main(argv)``) and captures its output."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *argv) -> tuple[int, str, str]:
+        """``(exit code, stdout, stderr)``."""
+        code = main([str(a) for a in argv])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def error(self, *argv) -> str:
+        """The error message of a run that must fail on bad input: exit code 2 and one
+        paragraph on stderr, led by the command's name, without a traceback."""
+        code, _, err = self(*argv)
+        assert code == 2, err
+        assert err.startswith(f"resnets {argv[0]}: error: "), err
+        assert "Traceback" not in err and "\n\n" not in err.strip(), err
+        return err
+
+
+@pytest.fixture
+def cli(capsys) -> Cli:
+    return Cli(capsys)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_args(color_folder, tmp_path_factory):
+    """``tiny_train_args(out, *extra)``: argv of a 2-iteration `resnets train` of resnet8 on
+    the colour folder (fp32, deterministic); later flags in ``extra`` override earlier ones."""
+    cache = tmp_path_factory.mktemp("decoded")
+
+    def argv(out, *extra) -> list[str]:
+        return ["train", "--model", "resnet8", "--data", str(color_folder), "--cache-dir",
+                str(cache), "--out", str(out), "--iterations", "2", "--batch-size", "4",
+                "--val-split", "0", "--save-every", "1", "--device", "cpu", "--precision",
+                "fp32", "--deterministic", "--quiet", *map(str, extra)]
+
+    return argv
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_train_args, tmp_path_factory):
+    """A finished run of `tiny_train_args`, saved at both steps: last.safetensors (iteration 2),
+    previous.safetensors (1), best.safetensors. Read only: copy it to resume or damage it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(tiny_train_args(out)) == 0
+    return out

@@ -1,0 +1,81 @@
+"""A process killed while it writes a checkpoint leaves the previous checkpoint loadable, and
+--resume auto continues from it to the same result as a run that was never killed."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+
+from resnets.train.checkpoint import LAST, PREVIOUS, find_resume_checkpoint, read_checkpoint
+from resnets.train.loop import Trainer
+
+# The child trains to STALL_AT, saving at 10 on the way, and then hangs inside the save at
+# STALL_AT at the chosen point, so that the parent can kill it there.
+STALL_AT = 20
+CHILD = f"""
+import json, os, sys, time
+from pathlib import Path
+
+from resnets.train.checkpoint import LAST
+from resnets.train.config import TrainConfig
+from resnets.train.loop import Trainer
+
+config, out, where = sys.argv[1:]
+trainer = Trainer(TrainConfig.from_dict(json.loads(Path(config).read_text())), out,
+                  quiet=True)
+
+
+def stalling(real, applies):
+    def call(*args):
+        if trainer.iteration >= {STALL_AT} and applies(*args):
+            print("stalled", flush=True)
+            time.sleep(600)
+        return real(*args)
+    return call
+
+
+if where == "fsync":  # the new file is fully written but neither durable nor renamed
+    os.fsync = stalling(os.fsync, lambda fd: True)
+else:  # last has been rotated to previous; the new file is not yet renamed to last
+    os.replace = stalling(os.replace, lambda src, dst: Path(dst).name == LAST)
+trainer.fit()
+"""
+
+
+@pytest.mark.parametrize("where, survivor", [("fsync", LAST), ("rename", PREVIOUS)])
+def test_kill_during_save_keeps_the_previous_checkpoint(tiny_config, tmp_path, spawn, where,
+                                                        survivor):
+    cfg = tiny_config(iterations=STALL_AT, milestones=[15], val_split=0, precision="fp32")
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    (tmp_path / "child.py").write_text(CHILD)
+    out = tmp_path / "run"
+    child = spawn(["child.py", "config.json", str(out), where], tmp_path / "child.log")
+
+    def stalled_mid_save() -> bool:
+        # Hidden files in the run directory are the writer's temporary files.
+        return "stalled" in child.output() and any(p.name.startswith(".") for p in out.iterdir())
+
+    child.wait_until(stalled_mid_save, "the child stalled inside its save")
+    child.proc.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+
+    assert (out / LAST).exists() == (survivor == LAST)
+    assert read_checkpoint(out / survivor).iteration == 10
+    ckpt, path = find_resume_checkpoint(out)
+    assert (ckpt.iteration, path.name) == (10, survivor)
+
+    resumed = Trainer(cfg, out, resume="auto", quiet=True)
+    assert (resumed.iteration, resumed.resumed_from) == (10, out / survivor)
+    # Bitwise comparisons across processes need the child's thread count (conftest.one_thread).
+    assert torch.get_num_threads() == 1
+    resumed.fit()
+    straight = Trainer(cfg, tmp_path / "straight", quiet=True)
+    straight.fit()
+    assert read_checkpoint(out / LAST).iteration == STALL_AT
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    s1, s2 = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(s1[i]["momentum_buffer"], s2[i]["momentum_buffer"]) for i in s1)
