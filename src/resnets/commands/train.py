@@ -12,7 +12,8 @@ FIELDS = {
     "lr": float, "warmup_lr": float, "momentum": float, "weight_decay": float,
     "val_split": int, "train_subset": int, "seed": int, "device": str, "precision": str,
     "log_every": int, "eval_every": int, "save_every": int, "max_nonfinite": int,
-    "normalization": str,
+    "normalization": str, "init": str, "num_classes": int, "pipeline": str, "crop_size": int,
+    "eval_resize": int, "lighting": float, "workers": int, "schedule": str,
 }
 
 
@@ -43,12 +44,19 @@ def register(sub) -> None:
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--skip-bad-images", action=argparse.BooleanOptionalAction, default=None,
                    help="skip unreadable image files (counted) instead of stopping")
+    g.add_argument("--freeze", type=lambda s: [v for v in s.split(",") if v], default=None,
+                   help="fine-tuning: comma-separated parts kept fixed (stem,layer1,...)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="with torchrun: BN statistics over all processes")
+    g.add_argument("--scale-range", type=lambda s: [int(v) for v in s.split(",")],
+                   default=None, help="folder pipeline: LO,HI of the random shorter side")
     p.set_defaults(func=run)
 
 
 def config_from_args(args):
     overrides = {name: getattr(args, name) for name in FIELDS}
-    for name in ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images"):
+    for name in ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images",
+                 "freeze", "sync_bn", "scale_range"):
         overrides[name] = getattr(args, name)
     model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
     if model_kwargs:
@@ -60,6 +68,12 @@ def run(args) -> int:
     from ..train.loop import Trainer
 
     cfg = config_from_args(args)
-    trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume, quiet=args.quiet)
+    explicit = {name for name in (*FIELDS, "milestones", "channels_last", "compile",
+                                  "deterministic", "skip_bad_images", "freeze", "sync_bn",
+                                  "scale_range") if getattr(args, name) is not None}
+    if args.shortcut or args.unit:
+        explicit.add("model_kwargs")
+    trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume, quiet=args.quiet,
+                      explicit=explicit)
     result = trainer.fit()
     return result.exit_code

@@ -272,3 +272,12 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Checkpoint, Path
         if best is None or ckpt.iteration > best[0].iteration:
             best = (ckpt, path)
     return best
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of checkpoint writers that were killed mid-save."""
+    stale = [p for p in Path(run_dir).glob(".*.safetensors*")
+             if ".tmp-" in p.name or p.name.endswith(".new")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

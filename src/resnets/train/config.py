@@ -25,6 +25,9 @@ class TrainConfig:
     model: str = "resnet20"  # registered model name (`resnets models`)
     model_kwargs: dict = field(default_factory=dict)  # ResNet overrides, e.g. {"shortcut": "B"}
     recipe: str = "cifar10-paper"  # recipe name or TOML path this config came from
+    init: str | None = None  # start from these weights (checkpoint, .pth, .safetensors)
+    freeze: tuple[str, ...] = ()  # parts kept fixed when fine-tuning: stem, layer1, ...
+    num_classes: int | None = None  # when given, must equal the number of data classes
     # --- data
     data: str | None = None  # dataset source; None = torchvision download into cache_dir
     cache_dir: str | None = None  # decoded-data cache; None = $RESNETS_CACHE or ~/.cache/resnets
@@ -110,6 +113,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         d["scale_range"] = list(self.scale_range)
+        d["freeze"] = list(self.freeze)
         return d
 
     @classmethod
@@ -120,6 +124,8 @@ class TrainConfig:
             raise UserError(f"unknown training option(s): {', '.join(unknown)}. "
                             f"Known options: {', '.join(sorted(known))}.")
         d = dict(d)
+        if "freeze" in d:
+            d["freeze"] = tuple(d["freeze"])
         for key in ("milestones", "scale_range"):
             if key in d:
                 d[key] = tuple(int(m) for m in d[key])

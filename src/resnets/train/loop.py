@@ -1,8 +1,8 @@
-"""The training loop for the CIFAR recipes: one code path for CPU and GPU.
+"""The training loop: one code path for CPU and GPU, one process or many (DDP).
 
 Exact resume by construction: every batch is a pure function of (seed, epoch, index) (see
-`resnets.data.device_loader`), so the data state is just the iteration counter; the model,
-optimizer, warm-up flag, metric accumulators and RNGs live in the checkpoint.
+`resnets.train.data`), so the data state is just the iteration counter; the model,
+optimizer, schedule state, metric accumulators and RNGs live in the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,20 +20,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import DeviceLoader, Normalization, load_image_set, split_indices
 from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
 from ..models import create_model, model_info
+from ..serve.weights import load_state_dict_for_model, read_state_dict
 from .checkpoint import (
     BEST,
     Checkpoint,
     find_resume_checkpoint,
     read_checkpoint,
+    remove_stale_temporaries,
     restore_rng,
     rotate_and_save,
     save_checkpoint,
 )
 from .config import TrainConfig
+from .data import build_train_data
+from .distributed import DistEnv, all_reduce_, barrier, broadcast_object, init_distributed
 from .schedule import lr_at, warmup_should_end
 
 # Options that may change between a run and its resumption; anything else must match.
@@ -106,17 +109,32 @@ def prepare_out_dir(out: Path) -> Path:
 
 
 class Trainer:
-    """Train ``cfg.model`` on the CIFAR-style data of ``cfg.data`` into ``out_dir``."""
+    """Train ``cfg.model`` on ``cfg.data`` into ``out_dir``.
+
+    ``explicit``: the option names the user gave (the CLI passes them). On resume, only those
+    may change what the checkpoint's run used; None means every field of ``cfg`` counts.
+    """
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *,
-                 resume: str | None = None, quiet: bool = False):
-        self.out = prepare_out_dir(Path(out_dir))
+                 resume: str | None = None, quiet: bool = False,
+                 explicit: set[str] | None = None):
+        self.dist: DistEnv = init_distributed(cfg.device)
+        self.out = Path(out_dir)
+        if self.dist.is_main:
+            prepare_out_dir(self.out)
+            remove_stale_temporaries(self.out)
+        barrier(self.dist)
         ckpt = self._find_resume(resume)
         if ckpt is not None:
-            cfg = self._merge_resumed_config(ckpt.meta["config"], cfg)
+            cfg = self._merge_resumed_config(ckpt.meta["config"], cfg, explicit)
         self.cfg = cfg
-        self.quiet = quiet
+        self.quiet = quiet or not self.dist.is_main
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
+                            "kernel); drop --sync-bn for CPU / gloo runs.")
         fast = fast_bf16(self.device)
         self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" or (
             cfg.precision == "auto" and fast) else None
@@ -125,24 +143,44 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
         model_info(cfg.model)  # unknown names fail here, before data loading
-        self._build_data()
+        self.data = build_train_data(cfg, self.device, self.channels_last, self.dist)
+        self.classes = self.data.classes
+        self.normalization = self.data.normalization
+        if cfg.num_classes is not None and cfg.num_classes != len(self.classes):
+            raise UserError(f"--num-classes {cfg.num_classes} does not match the "
+                            f"{len(self.classes)} class folders of {self.data.source} "
+                            f"({', '.join(self.classes[:10])}...). Drop --num-classes, or fix "
+                            f"the data.")
         try:
             self.model = create_model(cfg.model, num_classes=len(self.classes),
                                       **cfg.model_kwargs)
         except (TypeError, ValueError) as e:  # bad model_kwargs from the flags or the recipe
             raise UserError(f"cannot build {cfg.model} with {cfg.model_kwargs}: {e}. Fix "
                             f"--shortcut / --unit or the recipe's model_kwargs.") from None
+        if cfg.init and ckpt is None:
+            self._load_init(cfg.init)
+        self._freeze(cfg.freeze)
+        if cfg.sync_bn and self.dist.enabled:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        # The compiled wrapper is used for steps only; checkpoints always see self.model.
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        # The wrappers (DDP, compile) are used for steps only; checkpoints see self.model.
+        self.step_model = self.model
+        if self.dist.enabled:
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
+        if cfg.compile:
+            self.step_model = torch.compile(self.step_model)
+        self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad],
+                                         lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
         self.buffers = list(self.model.buffers())
         self.buffer_backup = [b.clone() for b in self.buffers]
         self.iteration = 0
         self.in_warmup = cfg.warmup_lr is not None
+        self.plateau = {"drops": 0, "best": None, "bad": 0}  # the plateau schedule's state
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
         self.best_val_error = math.inf
@@ -153,6 +191,42 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self._stop_signal: int | None = None
+
+    @property
+    def skipped_images(self) -> list[str]:
+        return self.data.skipped
+
+    @property
+    def data_source(self) -> str:
+        return self.data.source
+
+    @property
+    def num_train(self) -> int:
+        return self.data.num_train
+
+    @property
+    def num_val(self) -> int:
+        return self.data.num_val
+
+    def _load_init(self, spec: str) -> None:
+        """Start from other weights (fine-tuning): a head of another size is re-initialised."""
+        load_state_dict_for_model(self.model, read_state_dict(spec), len(self.classes))
+
+    def _freeze(self, parts: tuple[str, ...]) -> None:
+        """Keep the named parts fixed: no gradients, and their BN statistics in eval mode."""
+        known = {"stem": ["conv1", "bn1"], **{n: [n] for n in self.model.stage_names}}
+        unknown = [p for p in parts if p not in known]
+        if unknown:
+            raise UserError(f"--freeze {','.join(unknown)}: unknown part; choose from "
+                            f"{', '.join(known)}.")
+        self.frozen = [getattr(self.model, name) for p in parts for name in known[p]]
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for module in getattr(self, "frozen", []):
+            module.eval()
 
     # ----------------------------------------------------------------------- setup
     def _find_resume(self, resume: str | None) -> Checkpoint | None:
@@ -174,9 +248,11 @@ class Trainer:
         return ckpt
 
     @staticmethod
-    def _merge_resumed_config(stored: dict, cfg: TrainConfig) -> TrainConfig:
+    def _merge_resumed_config(stored: dict, cfg: TrainConfig,
+                              explicit: set[str] | None = None) -> TrainConfig:
         current = cfg.to_dict()
-        differ = sorted(k for k in stored if k not in RESUMABLE_CHANGES
+        given = set(current) if explicit is None else set(explicit)
+        differ = sorted(k for k in stored if k not in RESUMABLE_CHANGES and k in given
                         and stored[k] != current.get(k))
         if differ:
             details = "; ".join(f"{k}: checkpoint {stored[k]!r}, now {current.get(k)!r}"
@@ -184,39 +260,10 @@ class Trainer:
             raise UserError(f"cannot resume: these options differ from the checkpoint's run "
                             f"({details}). Use the original options, or a new --out "
                             f"directory for a new run.")
-        merged = {**stored, **{k: current[k] for k in RESUMABLE_CHANGES}}
+        merged = {**stored, **{k: current[k] for k in RESUMABLE_CHANGES if k in given}}
+        if "iterations" in given and "milestones" not in given:
+            merged["milestones"] = stored["milestones"]  # extending a run keeps its schedule
         return TrainConfig.from_dict(merged)
-
-    def _build_data(self) -> None:
-        cfg = self.cfg
-        data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir,
-                              skip_bad_images=cfg.skip_bad_images)
-        n = len(data.labels)
-        if cfg.val_split >= n:
-            raise UserError(f"--val-split {cfg.val_split} leaves no training images: the data "
-                            f"({data.source}) holds only {n}.")
-        train_idx, val_idx = split_indices(n, cfg.val_split, cfg.seed)
-        if cfg.train_subset is not None and cfg.train_subset < len(train_idx):
-            # A fixed, seeded subset: the same images for every run with this seed.
-            g = torch.Generator().manual_seed(cfg.seed + 1)
-            pick = torch.randperm(len(train_idx), generator=g)[: cfg.train_subset]
-            train_idx = train_idx[pick.sort().values]
-        self.classes = list(data.classes)
-        self.skipped_images = list(data.skipped)  # unreadable files left out (--skip-bad-images)
-        train_images, train_labels = data.images[train_idx], data.labels[train_idx]
-        self.normalization = Normalization.fit(train_images, cfg.normalization)
-        self.train_loader = DeviceLoader(
-            train_images, train_labels, batch_size=cfg.batch_size, device=self.device,
-            normalization=self.normalization, train=True, seed=cfg.seed, pad=cfg.pad,
-            flip=cfg.flip, channels_last=self.channels_last)
-        self.val_loader = None
-        if len(val_idx):
-            self.val_loader = DeviceLoader(
-                data.images[val_idx], data.labels[val_idx], batch_size=max(cfg.batch_size, 500),
-                device=self.device, normalization=self.normalization, train=False,
-                channels_last=self.channels_last)
-        self.data_source = data.source
-        self.num_train, self.num_val = len(train_idx), len(val_idx)
 
     def _reset_window(self) -> None:
         z = torch.zeros((), device=self.device if hasattr(self, "device") else "cpu")
@@ -233,7 +280,8 @@ class Trainer:
             "model_kwargs": {**self.cfg.model_kwargs, "num_classes": len(self.classes)},
             "classes": self.classes,
             "normalization": self.normalization.to_dict(),
-            "image_size": [3, 32, 32],
+            "image_size": self.data.image_size,
+            **({"preprocessing": self.data.preprocessing} if self.data.preprocessing else {}),
             "config": self.cfg.to_dict(),
             "iteration": self.iteration,
             "metrics": {"train": self.last_train, "val": self.last_val},
@@ -241,6 +289,7 @@ class Trainer:
             "data_source": self.data_source,
             "train_state": {
                 "in_warmup": self.in_warmup,
+                "plateau": self.plateau,
                 "nonfinite_in_row": self.nonfinite_in_row,
                 "nonfinite_total": self.nonfinite_total,
                 "best_val_error": None if math.isinf(self.best_val_error)
@@ -249,9 +298,15 @@ class Trainer:
             },
         }
 
-    def save(self) -> Path:
-        return rotate_and_save(self.out, model=self.model, meta=self._meta(),
-                               optimizer=self.optimizer, extra=self.window, include_rng=True)
+    def save(self) -> Path | None:
+        """Rank 0 writes ``last`` (the others wait, so no rank runs ahead of a checkpoint)."""
+        path = None
+        if self.dist.is_main:
+            path = rotate_and_save(self.out, model=self.model, meta=self._meta(),
+                                   optimizer=self.optimizer, extra=self.window,
+                                   include_rng=True)
+        barrier(self.dist)
+        return path
 
     def _restore(self, ckpt: Checkpoint) -> None:
         if list(ckpt.meta["classes"]) != self.classes:
@@ -266,6 +321,7 @@ class Trainer:
         st = ckpt.meta["train_state"]
         self.iteration = ckpt.iteration
         self.in_warmup = st["in_warmup"]
+        self.plateau = st.get("plateau", self.plateau)
         self.nonfinite_in_row = st["nonfinite_in_row"]
         self.nonfinite_total = st["nonfinite_total"]
         self.best_val_error = st["best_val_error"] if st["best_val_error"] is not None \
@@ -276,7 +332,8 @@ class Trainer:
         self.window = {k: v.to(self.device) for k, v in ckpt.extra.items()}
         if ckpt.rng is not None:
             restore_rng(ckpt.rng)
-        self._truncate_metrics(self.iteration)
+        if self.dist.is_main:
+            self._truncate_metrics(self.iteration)
 
     def _truncate_metrics(self, iteration: int) -> None:
         """Drop log lines written after the checkpoint: the resumed run writes them again."""
@@ -296,6 +353,9 @@ class Trainer:
     # ------------------------------------------------------------------- the loop
     def lr(self) -> float:
         c = self.cfg
+        if c.schedule == "plateau":
+            base = c.lr * c.gamma ** self.plateau["drops"]
+            return c.warmup_lr if self.in_warmup and c.warmup_lr is not None else base
         return lr_at(self.iteration, lr=c.lr, milestones=c.milestones, gamma=c.gamma,
                      warmup_lr=c.warmup_lr, in_warmup=self.in_warmup)
 
@@ -314,8 +374,15 @@ class Trainer:
         # BN running statistics change in the forward pass; keep a copy to undo a bad step.
         torch._foreach_copy_(self.buffer_backup, self.buffers)
         loss, logits = self.compute_loss(x, y)
-        # One scalar sync per step buys the guarantee that a NaN never reaches the weights.
-        if not torch.isfinite(loss).item():
+        # One scalar sync per step buys the guarantee that a NaN never reaches the weights;
+        # under DDP the ranks agree on it (and on a pending stop signal) in the same message.
+        flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
+                             torch.tensor(float(self._stop_signal is not None),
+                                          device=loss.device)])
+        flags = all_reduce_(flags, self.dist).tolist()
+        if flags[1] and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM  # another rank was told to stop
+        if flags[0]:
             torch._foreach_copy_(self.buffers, self.buffer_backup)
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_in_row += 1
@@ -341,17 +408,18 @@ class Trainer:
         self.iteration += 1
 
     def log_window(self) -> dict:
-        seen = int(self.window["seen"].item())  # the host sync that logging needs
+        totals = {k: all_reduce_(v.clone(), self.dist) for k, v in self.window.items()}
+        seen = int(totals["seen"].item())  # the host sync that logging needs
         now = time.perf_counter()
         dt = now - self.window_start
         row = {
             "kind": "train",
             "iteration": self.iteration,
-            "epoch": self.iteration / len(self.train_loader),
+            "epoch": self.iteration / self.data.steps_per_epoch,
             "lr": self.lr(),
-            "train_loss": self.window["loss"].item() / seen if seen else float("nan"),
-            "train_error": self.window["wrong"].item() / seen if seen else float("nan"),
-            "img_per_s": self.window_images / dt if dt > 0 else 0.0,
+            "train_loss": totals["loss"].item() / seen if seen else float("nan"),
+            "train_error": totals["wrong"].item() / seen if seen else float("nan"),
+            "img_per_s": self.window_images * self.dist.world_size / dt if dt > 0 else 0.0,
             "elapsed_s": self.elapsed,
             "nonfinite_total": self.nonfinite_total,
         }
@@ -365,19 +433,38 @@ class Trainer:
         return row
 
     def validate(self) -> dict | None:
-        if self.val_loader is None:
+        """Rank 0 measures the validation split; every rank receives the result."""
+        row = None
+        batches = self.data.val_batches()
+        if batches is not None:
+            res = evaluate(self.model, batches, len(self.classes), autocast_dtype=self.amp_dtype)
+            row = {"kind": "val", "iteration": self.iteration, "val_loss": res["loss"],
+                   "val_error": res["top1_error"], "val_top5_error": res["top5_error"],
+                   "elapsed_s": self.elapsed}
+        row = broadcast_object(row, self.dist)
+        if row is None:
             return None
-        res = evaluate(self.step_model, self.val_loader.epoch_batches(0), len(self.classes),
-                       autocast_dtype=self.amp_dtype)
-        row = {"kind": "val", "iteration": self.iteration, "val_loss": res["loss"],
-               "val_error": res["top1_error"], "val_top5_error": res["top5_error"],
-               "elapsed_s": self.elapsed}
         self.last_val = row
-        if res["top1_error"] < self.best_val_error:
-            self.best_val_error = res["top1_error"]
-            save_checkpoint(self.out / BEST, model=self.model,
-                            meta={**self._meta(), "kind": "weights"})
+        self._plateau_step(row["val_error"])
+        if row["val_error"] < self.best_val_error:
+            self.best_val_error = row["val_error"]
+            if self.dist.is_main:
+                save_checkpoint(self.out / BEST, model=self.model,
+                                meta={**self._meta(), "kind": "weights"})
         return row
+
+    def _plateau_step(self, val_error: float) -> None:
+        """Plateau schedule: divide lr by 1/gamma after ``plateau_patience`` evaluations
+        without an improvement larger than ``plateau_threshold``."""
+        p, c = self.plateau, self.cfg
+        if c.schedule != "plateau":
+            return
+        if p["best"] is None or val_error < p["best"] - c.plateau_threshold:
+            p["best"], p["bad"] = val_error, 0
+        else:
+            p["bad"] += 1
+            if p["bad"] >= c.plateau_patience:
+                p["drops"], p["bad"] = p["drops"] + 1, 0
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         self._stop_signal = signum
@@ -388,7 +475,7 @@ class Trainer:
 
         cfg = self.cfg
         logger = RunLogger(self.out, cfg, start=self.iteration, quiet=self.quiet,
-                           describe=self.describe())
+                           describe=self.describe(), enabled=self.dist.is_main)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         stopped, code = None, 0
         if self.resumed_from is not None:
@@ -398,11 +485,11 @@ class Trainer:
                            f"(--skip-bad-images), e.g. {self.skipped_images[0]}; all are "
                            f"listed in {self.out / 'config.json'}")
         self.window_start, self.window_images = time.perf_counter(), 0
-        self.model.train()
+        self._train_mode()
         try:
             while self.iteration < cfg.iterations:
-                epoch, start = divmod(self.iteration, len(self.train_loader))
-                for x, y in self.train_loader.epoch_batches(epoch, start):
+                epoch, start = divmod(self.iteration, self.data.steps_per_epoch)
+                for x, y in self.data.train_batches(epoch, start):
                     t0 = time.perf_counter()
                     self.train_step(x, y)
                     self.elapsed += time.perf_counter() - t0
@@ -412,6 +499,7 @@ class Trainer:
                         logger.log(self.log_window())
                     if it % cfg.eval_every == 0 or done:
                         row = self.validate()
+                        self._train_mode()
                         if row:
                             logger.log(row)
                     if it % cfg.save_every == 0 or done:
@@ -447,7 +535,14 @@ class Trainer:
             "channels_last": self.channels_last,
             "train_images": self.num_train,
             "val_images": self.num_val,
-            "steps_per_epoch": len(self.train_loader),
+            "steps_per_epoch": self.data.steps_per_epoch,
+            "pipeline": type(self.data).__name__,
+            "world_size": self.dist.world_size,
+            "global_batch": self.cfg.batch_size,
+            "per_rank_batch": self.cfg.batch_size // self.dist.world_size,
+            "lr_for_global_batch": self.cfg.lr,
+            "frozen": list(self.cfg.freeze),
+            "init": self.cfg.init,
             "data_source": self.data_source,
             "skipped_images": len(self.skipped_images),
             "skipped_files": self.skipped_images,

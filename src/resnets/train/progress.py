@@ -14,9 +14,13 @@ from .config import TrainConfig
 
 
 class RunLogger:
-    def __init__(self, out: Path, cfg: TrainConfig, *, start: int, quiet: bool, describe: dict):
+    def __init__(self, out: Path, cfg: TrainConfig, *, start: int, quiet: bool, describe: dict,
+                 enabled: bool = True):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.enabled = enabled  # False on every DDP rank but 0: those write nothing
+        if not enabled:
+            return
         self.out = out
         self.cfg = cfg
         self.quiet = quiet
@@ -36,12 +40,16 @@ class RunLogger:
                      f"writing to {out}")
 
     def message(self, text: str) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, flush=True)
 
     def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
         it = row["iteration"]
@@ -54,6 +62,8 @@ class RunLogger:
             print(fields, flush=True)
 
     def advance(self, iteration: int, train: dict, val: dict) -> None:
+        if not self.enabled:
+            return
         if self.bar is None:
             return
         self.bar.n = iteration
@@ -67,6 +77,8 @@ class RunLogger:
         self.bar.update(0)
 
     def close(self, finished: bool) -> None:
+        if not self.enabled:
+            return
         self.metrics.close()
         self.tb.close()
         if self.bar is not None:

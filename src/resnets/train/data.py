@@ -1,0 +1,192 @@
+"""The trainer's two input pipelines behind one small interface.
+
+* ``device``: a CIFAR-style set decoded once to uint8 and kept on the training device
+  (`resnets.data.DeviceLoader`): batched crop / flip / mean subtraction, no workers.
+* ``folder``: image files decoded by DataLoader workers with the paper's ImageNet
+  augmentation (`resnets.data.folder`).
+
+Both make batch ``i`` of epoch ``e`` a pure function of (seed, e, i), which is what exact
+resume needs, and both split a global batch over data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from ..data import DeviceLoader, Normalization, load_image_set, split_indices
+from ..errors import UserError
+from ..models import model_info
+from .config import TrainConfig
+from .distributed import DistEnv
+
+
+class TrainData:
+    classes: list[str]
+    source: str
+    skipped: list[str]
+    num_train: int
+    num_val: int
+    steps_per_epoch: int
+    normalization: Normalization
+    image_size: list[int]  # (C, H, W) the net sees at test time
+    preprocessing: dict | None  # resize / crop recipe for predict, where not plain resizing
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+    def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]] | None:
+        raise NotImplementedError
+
+
+def resolve_pipeline(cfg: TrainConfig) -> str:
+    if cfg.pipeline != "auto":
+        return cfg.pipeline
+    return "device" if model_info(cfg.model).family == "cifar" else "folder"
+
+
+def build_train_data(cfg: TrainConfig, device: torch.device, channels_last: bool,
+                     env: DistEnv) -> TrainData:
+    if resolve_pipeline(cfg) == "device":
+        return DeviceData(cfg, device, channels_last, env)
+    return FolderData(cfg, device, channels_last, env)
+
+
+def _check_val_split(val_split: int, n: int, source: str) -> None:
+    if val_split >= n:
+        raise UserError(f"--val-split {val_split} leaves no training images: the data "
+                        f"({source}) holds only {n}.")
+
+
+def _subset(train_idx: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
+    """A fixed, seeded subset: the same images for every run with this seed."""
+    if size is None or size >= len(train_idx):
+        return train_idx
+    g = torch.Generator().manual_seed(seed + 1)
+    return train_idx[torch.randperm(len(train_idx), generator=g)[:size].sort().values]
+
+
+class DeviceData(TrainData):
+    def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
+                 env: DistEnv):
+        data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir,
+                              skip_bad_images=cfg.skip_bad_images)
+        n = len(data.labels)
+        _check_val_split(cfg.val_split, n, data.source)
+        train_idx, val_idx = split_indices(n, cfg.val_split, cfg.seed)
+        train_idx = _subset(train_idx, cfg.train_subset, cfg.seed)
+        self.classes, self.source = list(data.classes), data.source
+        self.skipped = list(data.skipped)
+        train_images = data.images[train_idx]
+        self.normalization = Normalization.fit(train_images, cfg.normalization)
+        self.image_size = [3, *data.images.shape[2:]]
+        self.preprocessing = None
+        try:
+            self.loader = DeviceLoader(
+                train_images, data.labels[train_idx], batch_size=cfg.batch_size, device=device,
+                normalization=self.normalization, train=True, seed=cfg.seed, pad=cfg.pad,
+                flip=cfg.flip, channels_last=channels_last, rank=env.rank,
+                world_size=env.world_size)
+        except ValueError as e:
+            raise UserError(f"{e}: choose --batch-size as a multiple of the number of "
+                            f"processes.") from None
+        self.val = None
+        if len(val_idx) and env.is_main:  # rank 0 validates for everyone
+            self.val = DeviceLoader(
+                data.images[val_idx], data.labels[val_idx], batch_size=max(cfg.batch_size, 500),
+                device=device, normalization=self.normalization, train=False,
+                channels_last=channels_last)
+        self.num_train, self.num_val = len(train_idx), len(val_idx)
+        self.steps_per_epoch = len(self.loader)
+
+    def train_batches(self, epoch, start):
+        return self.loader.epoch_batches(epoch, start)
+
+    def val_batches(self):
+        return None if self.val is None else self.val.epoch_batches(0)
+
+
+class FolderData(TrainData):
+    """ImageNet-style ``ROOT/train/<class>`` (+ ``ROOT/val/<class>``) or ``ROOT/<class>``."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
+                 env: DistEnv):
+        from pathlib import Path
+
+        from torch.utils.data import Subset
+
+        from ..data.folder import (
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            FolderDataset,
+            eval_transform,
+            make_loader,
+        )
+
+        if cfg.data is None or not Path(cfg.data).is_dir():
+            raise UserError(f"the folder pipeline needs --data ROOT, a folder holding "
+                            f"train/<class>/<images> (and optionally val/<class>/...) or "
+                            f"<class>/<images>; got {cfg.data!r}. Extract archives first.")
+        root = Path(cfg.data)
+        split = "train" if (root / "train").is_dir() else None
+        self.device, self.channels_last = device, channels_last
+        per_rank, rem = divmod(cfg.batch_size, env.world_size)
+        if rem:
+            raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over "
+                            f"{env.world_size} processes.")
+        from ..data.folder import train_transform
+
+        train_tf = train_transform(cfg.crop_size, tuple(cfg.scale_range), lighting=cfg.lighting)
+        eval_tf = eval_transform(cfg.crop_size, cfg.eval_resize)
+        train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
+        self.classes, self.skipped = list(train_set.classes), train_set.skipped
+        self.source = f"image folder {root}"
+        n = len(train_set)
+        val_set = None
+        if cfg.val_split:
+            _check_val_split(cfg.val_split, n, self.source)
+            train_idx, val_idx = split_indices(n, cfg.val_split, cfg.seed)
+            plain = FolderDataset(root, split, eval_tf, skip_bad_images=cfg.skip_bad_images)
+            val_set = Subset(plain, val_idx.tolist())
+        else:
+            train_idx = torch.arange(n)
+            if split and (root / "val").is_dir():
+                val_set = FolderDataset(root, "val", eval_tf, skip_bad_images=cfg.skip_bad_images)
+                if list(val_set.classes) != self.classes:
+                    raise UserError(f"{root}/val has other class folders than {root}/train.")
+        train_idx = _subset(train_idx, cfg.train_subset, cfg.seed)
+        train_subset = Subset(train_set, train_idx.tolist())
+        self.loader = make_loader(train_subset, per_rank, train=True, seed=cfg.seed,
+                                  workers=cfg.workers, distributed=env.enabled, rank=env.rank,
+                                  world_size=env.world_size)
+        self.val = None
+        if val_set is not None and env.is_main:
+            self.val = make_loader(val_set, max(per_rank, 100), train=False,
+                                   workers=cfg.workers)
+        self.num_train, self.num_val = len(train_idx), len(val_set) if val_set else 0
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{self.num_train} training images give no complete batch of "
+                            f"{cfg.batch_size}. Lower --batch-size or use more data.")
+        self.normalization = Normalization("channel_mean_std", list(IMAGENET_MEAN),
+                                           list(IMAGENET_STD))
+        self.image_size = [3, cfg.crop_size, cfg.crop_size]
+        self.preprocessing = {"resize": cfg.eval_resize, "crop": cfg.crop_size,
+                              "interpolation": "bilinear"}
+
+    def _to_device(self, batches):
+        for x, y in batches:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch, start):
+        from ..data.folder import set_loader_epoch
+
+        set_loader_epoch(self.loader, epoch, start)
+        return self._to_device(self.loader)
+
+    def val_batches(self):
+        return None if self.val is None else self._to_device(self.val)
