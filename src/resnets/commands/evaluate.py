@@ -19,6 +19,12 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--protocol", choices=["center", "ten_crop", "multi_scale"], default=None,
+                   help="test protocol of the paper (ImageNet: shorter side 256 + center 224 "
+                        "crop; 10 crops; whole image at 5 scales with flips). For 32x32 CIFAR "
+                        "nets the analogues: the image; pad-4 corner/center crops + flips; "
+                        "scales 32/40/48 + flips. Default: center")
+    p.add_argument("--workers", type=int, default=4, help="decoding processes (folders)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
     p.set_defaults(func=run)
 
@@ -32,17 +38,21 @@ def run(args) -> int:
                         f"the default of 500, or lower it to save memory.")
     res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                               batch_size=args.batch_size, device=args.device,
-                              cache_dir=args.cache_dir)
+                              cache_dir=args.cache_dir, protocol=args.protocol,
+                              workers=args.workers)
     print(f"{res['model']} on {res['split']} split of {res['data_source']}: n={res['n']}")
     print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
           f"  loss {res['loss']:.4f}")
-    width = max(len(c) for c in res["classes"])
-    print("per-class accuracy:")
-    for name, acc in zip(res["classes"], res["per_class_accuracy"], strict=True):
-        print(f"  {name:<{width}} {100 * acc:6.2f}%")
-    print("confusion matrix (rows: true class, columns: predicted):")
-    for name, row in zip(res["classes"], res["confusion"], strict=True):
-        print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    if "protocol" in res:
+        print(f"protocol {res['protocol']}: {res['views_per_image']} views per image")
+    if "confusion" in res:
+        width = max(len(c) for c in res["classes"])
+        print("per-class accuracy:")
+        for name, acc in zip(res["classes"], res["per_class_accuracy"], strict=True):
+            print(f"  {name:<{width}} {100 * acc:6.2f}%")
+        print("confusion matrix (rows: true class, columns: predicted):")
+        for name, row in zip(res["classes"], res["confusion"], strict=True):
+            print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
     if args.json:
         print(json.dumps(res))
     return 0

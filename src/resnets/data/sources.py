@@ -180,6 +180,8 @@ def load_image_set(
     if image_set is None:
         image_set = _decode_source(path, split, skip_bad_images, image_size)
         _write_cache(cache_file, image_set)
+    # Name the data as the user did (a relative path stays relative in logs and reports).
+    image_set.source = image_set.source.replace(str(path), str(source))
     if image_set.skipped:
         # Repeated on cache hits too: every run should say that its data has holes.
         warnings.warn(f"Skipped {len(image_set.skipped)} unreadable image(s) in "

@@ -36,7 +36,7 @@ commutes with cropping and bilinear resizing anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +177,15 @@ def get_protocol(name: str, family: str = "imagenet") -> Protocol:
     except KeyError:
         raise UserError(f"Unknown test protocol {name!r}: expected one of "
                         f"{', '.join(PROTOCOL_NAMES)} (PAPER.md section 6).") from None
+
+
+def protocol_for_size(name: str, crop: int, resize: int) -> Protocol:
+    """An ImageNet protocol for a net trained at another crop size (e.g. 32 for tests on
+    small images): crop and resize as given, multi-scale sides scaled by ``crop / 224``."""
+    base = get_protocol(name, "imagenet")
+    if base.name == "multi_scale":
+        return replace(base, scales=tuple(max(8, round(s * crop / 224)) for s in base.scales))
+    return replace(base, crop=crop, resize=resize)
 
 
 def _as_protocol(protocol: str | Protocol, family: str) -> Protocol:

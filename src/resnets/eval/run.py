@@ -38,14 +38,64 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
 
 def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str = "val",
                         batch_size: int = 500, device: str = "auto",
-                        cache_dir: str | None = None) -> dict:
-    """Errors as fractions in [0, 1], with ``n``, per-class accuracy and the confusion matrix."""
+                        cache_dir: str | None = None, protocol: str | None = None,
+                        workers: int = 4) -> dict:
+    """Errors as fractions in [0, 1], with ``n`` (and for plain evaluation per-class accuracy
+    and the confusion matrix).
+
+    CIFAR-family checkpoints read any CIFAR source; ImageNet-family ones a folder
+    ``ROOT/<split>/<class>/...`` (``val`` by default). ``protocol`` (center, ten_crop,
+    multi_scale) follows `resnets.eval.protocols`; for CIFAR, ``None`` is the plain single
+    view of training-time validation.
+    """
+    from ..models import model_info
+
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=dev)
+    family = model_info(meta["model"]).family
+    normalization = Normalization.from_dict(meta["normalization"])
+    if family == "imagenet":
+        return _evaluate_folder(model, meta, checkpoint, data=data, split=split,
+                                batch_size=batch_size, device=dev,
+                                protocol=protocol or "center", workers=workers)
     images, labels, source = checkpoint_split(meta, data=data, split=split, cache_dir=cache_dir)
+    head = {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
+            "data_source": source, "classes": meta["classes"]}
+    if protocol is not None:
+        from torch.utils.data import TensorDataset
+
+        from .protocols import evaluate_protocol
+
+        res = evaluate_protocol(model, TensorDataset(images, labels), protocol,
+                                normalization=normalization, family="cifar",
+                                batch_size=batch_size, device=dev)
+        return {**head, **res}
     loader = DeviceLoader(images, labels, batch_size=batch_size, device=dev,
-                          normalization=Normalization.from_dict(meta["normalization"]),
-                          train=False)
+                          normalization=normalization, train=False)
     res = evaluate(model, loader.epoch_batches(0), len(meta["classes"]))
+    return {**head, **res}
+
+
+def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device, protocol,
+                     workers) -> dict:
+    from ..data.folder import FolderDataset
+    from .protocols import evaluate_protocol, protocol_for_size
+
+    root = data if data is not None else meta["config"].get("data")
+    if root is None:
+        raise DataError("an ImageNet-family checkpoint needs --data ROOT, a folder holding "
+                        f"{split}/<class>/<images>.")
+    dataset = FolderDataset(root, split)
+    if list(dataset.classes) != list(meta["classes"]):
+        raise DataError(f"the class folders of {root}/{split} do not match the checkpoint's "
+                        f"{len(meta['classes'])} classes. Evaluate on data with the same "
+                        f"class folders.")
+    prep = meta.get("preprocessing") or {"crop": 224, "resize": 256}
+    if prep["crop"] != 224:  # trained at another size: the protocol follows it
+        protocol = protocol_for_size(protocol, prep["crop"], prep["resize"])
+    res = evaluate_protocol(model, dataset, protocol,
+                            normalization=Normalization.from_dict(meta["normalization"]),
+                            family="imagenet", batch_size=min(batch_size, 128), device=device,
+                            workers=workers)
     return {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
-            "data_source": source, "classes": meta["classes"], **res}
+            "data_source": f"image folder {root}/{split}", "classes": meta["classes"], **res}
