@@ -15,13 +15,13 @@ ARGS = ["--model", "resnet8", "--batch-size", "16", "--val-split", "40", "--lr",
         "--eval-every", "100", "--save-every", "100", "--quiet"]
 
 
-def _train(color_folder, out, iterations, nproc):
+def _train(color_folder, out, iterations, nproc, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--standalone"] if nproc > 1 else [sys.executable]
     cmd = [*launcher, "-m", "resnets", "train", "--data", str(color_folder), "--cache-dir",
            str(out.parent / "cache"), "--out", str(out), "--iterations", str(iterations),
-           "--milestones", "1000", *ARGS]
+           "--milestones", "1000", *ARGS, *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -35,6 +35,9 @@ def runs(color_folder, tmp_path_factory):
         "one": _train(color_folder, root / "one", 10, nproc=1),
         "two_1step": _train(color_folder, root / "two1", 1, nproc=2),
         "one_1step": _train(color_folder, root / "one1", 1, nproc=1),
+        "part": _train(color_folder, root / "part", 6, nproc=2, extra=["--save-every", "3"]),
+        "resumed": _train(color_folder, root / "part", 10, nproc=2,
+                          extra=["--save-every", "3", "--resume", "auto"]),
         "root": root,
     }
 
@@ -82,6 +85,23 @@ def test_matches_one_process_with_the_same_global_batch(runs, color_folder):
         if r2["kind"] == "train":
             assert r2["iteration"] == r1["iteration"]
             assert abs(r2["train_loss"] - r1["train_loss"]) < 0.35, (r2, r1)
+
+
+def test_ddp_resume_continues_exactly(runs):
+    """Stop a 2-process run at 6 iterations, resume it to 10: same weights as 10 in one go."""
+    root = runs["root"]
+    full = read_checkpoint(root / "two" / "last.safetensors")
+    resumed = read_checkpoint(root / "part" / "last.safetensors")
+    assert resumed.iteration == full.iteration == 10
+    for k, v in full.model_state.items():
+        assert torch.equal(v, resumed.model_state[k]), k
+    timing = {"img_per_s", "elapsed_s"}
+
+    def train_rows(rows):  # the stopped run also validated at its end (iteration 6)
+        return [{k: v for k, v in r.items() if k not in timing} for r in rows
+                if r["kind"] == "train"]
+
+    assert train_rows(runs["resumed"]) == train_rows(runs["two"])
 
 
 def test_sync_bn_on_cpu_is_a_clear_error(color_folder, tmp_path, capsys):

@@ -171,7 +171,9 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
                               f"resnets.train.checkpoint.load_torch_weights() instead.")
     data = path.read_bytes()
     try:
-        tensors = st_load(data)
+        # Own copies: tensors viewing the read-only bytes must not be written in place
+        # (optimizer momenta and metric accumulators are).
+        tensors = {k: v.clone() for k, v in st_load(data).items()}
         record = json.loads(_header_metadata(data)[META_KEY])
     except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
         size = len(data)

@@ -408,7 +408,9 @@ class Trainer:
         self.iteration += 1
 
     def log_window(self) -> dict:
-        totals = {k: all_reduce_(v.clone(), self.dist) for k, v in self.window.items()}
+        names = sorted(self.window)  # one collective for all counters, same order on all ranks
+        summed = all_reduce_(torch.stack([self.window[k].double() for k in names]), self.dist)
+        totals = dict(zip(names, summed, strict=True))
         seen = int(totals["seen"].item())  # the host sync that logging needs
         now = time.perf_counter()
         dt = now - self.window_start
