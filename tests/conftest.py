@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 SHARED_CIFAR_TAR = "cifar10-jpg-train.tar.xz"
 
@@ -80,3 +82,26 @@ def tiny_config(color_folder, tmp_path):
         return resolve_config("cifar10-paper", **values)
 
     return make
+
+
+# ------------------------------------------------------------------ model helpers
+
+def randomize_bn_(model: nn.Module, seed: int) -> nn.Module:
+    """Non-trivial BN statistics and affine terms: a fresh BN is the identity in eval mode,
+    which would hide a wrong mapping of its tensors."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def randomize_bn():
+    """`randomize_bn_` for test modules (conftest is not importable under importlib mode)."""
+    return randomize_bn_

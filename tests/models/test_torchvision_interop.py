@@ -12,29 +12,16 @@ from resnets import create_model
 DEPTHS = [18, 34, 50, 101, 152]
 
 
-def randomize_bn_(model: nn.Module, seed: int) -> None:
-    """Non-trivial BN statistics and affine terms, so a mismatched BN mapping shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-
-
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(x)
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
-def test_torchvision_to_resnets_and_back(depth):
+def test_torchvision_to_resnets_and_back(depth, randomize_bn):
     torch.manual_seed(depth)
     tv = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-    randomize_bn_(tv, seed=depth)
+    randomize_bn(tv, seed=depth)
     ours = create_model(f"resnet{depth}", stride_in_1x1=False)
     ours.load_state_dict(tv.state_dict(), strict=True)
     x = torch.randn(2, 3, 128, 128)
@@ -45,7 +32,7 @@ def test_torchvision_to_resnets_and_back(depth):
     # Reverse: a freshly initialized resnets model into a fresh torchvision model.
     torch.manual_seed(depth + 1000)
     ours2 = create_model(f"resnet{depth}", stride_in_1x1=False)
-    randomize_bn_(ours2, seed=depth + 1000)
+    randomize_bn(ours2, seed=depth + 1000)
     tv2 = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     tv2.load_state_dict(ours2.state_dict(), strict=True)
     out2 = logits(ours2, x)
@@ -53,11 +40,11 @@ def test_torchvision_to_resnets_and_back(depth):
     assert (logits(tv2, x) - out2).abs().max().item() <= 1e-5
 
 
-def test_v1_layout_loads_but_computes_differently():
+def test_v1_layout_loads_but_computes_differently(randomize_bn):
     """The paper's v1 (stride on the 1x1) has the same shapes, but not the same function."""
     torch.manual_seed(0)
     tv = torchvision.models.resnet50(weights=None)
-    randomize_bn_(tv, seed=0)
+    randomize_bn(tv, seed=0)
     v1 = create_model("resnet50")  # stride_in_1x1=True
     v1.load_state_dict(tv.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)

@@ -96,7 +96,13 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}: use {' or '.join(PRESETS)}.")
     out.mkdir(parents=True, exist_ok=True)
-    base = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base = {**PRESETS[preset], **given}
+    preset_its = PRESETS[preset].get("iterations")
+    if "iterations" in given and "milestones" not in given and preset_its:
+        # A longer or shorter preset keeps its schedule's shape (lr drop at 75%).
+        base["milestones"] = [round(m * given["iterations"] / preset_its)
+                              for m in PRESETS[preset]["milestones"]]
     start = time.time()
     rows = []
     for i, v in enumerate(exp.variants, 1):

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..data.device_loader import Normalization
+from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError
 from ..models import create_model, list_models
 from ..models.zoo import IMAGENET_LAYERS
@@ -55,8 +56,6 @@ __all__ = [
     "read_state_dict",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_PREFIX = "torchvision:"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 HEAD = "fc"  # the classifier's module name, in resnets, torchvision and timm alike
