@@ -105,3 +105,14 @@ def randomize_bn_(model: nn.Module, seed: int) -> nn.Module:
 def randomize_bn():
     """`randomize_bn_` for test modules (conftest is not importable under importlib mode)."""
     return randomize_bn_
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread. On CPU the bits of a result depend on the thread
+    count (the subprocess tests pin children to one thread too), and on 2 shared cores small
+    ops are faster without a second thread's barrier waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,15 +12,7 @@ from resnets.bench import matmul_peak_tflops, run_benchmark, time_interleaved
 from resnets.cli import main
 from resnets.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: on a busy machine intra-op threads only add barrier waits (a resnet50
-    forward at 32x32 measured 0.03 s on 1 thread and 2.4 s on 2 under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def test_resnet8_bench_reports_speed_peak_and_fraction():

@@ -28,15 +28,7 @@ from resnets.data.folder import (
 )
 from resnets.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: on a busy machine intra-op threads only add barrier waits
-    (a 60k-element reduction measured 0.08 ms on 1 thread and 31 ms on 2 under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _noise(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

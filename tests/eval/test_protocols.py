@@ -24,13 +24,7 @@ from resnets.eval.protocols import (
 MEAN_STD = ((0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a busy machine intra-op threads only add barrier waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from resnets.cli import main
 from resnets.errors import CheckpointError
@@ -74,13 +73,8 @@ class Child:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training on one thread, as in the children (``child_env``): on CPU the
-    bits of a result depend on the thread count, and on shared cores one thread is faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
