@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..train.config import list_recipes, resolve_config
+from ..train.config import field_docs, list_recipes, resolve_config
 
 # CLI flag -> TrainConfig field, for the options that map one to one.
 FIELDS = {
@@ -23,17 +23,19 @@ def register(sub) -> None:
         description="Train a registered network. Values come from --recipe, then from the "
                     "flags given. The resolved config is written to OUT/config.json and into "
                     "every checkpoint. Stop with Ctrl-C or SIGTERM at any time: the run saves "
-                    "and can be continued with --resume auto.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "and can be continued with --resume auto.")
     p.add_argument("--recipe", default="cifar10-paper",
-                   help=f"recipe name ({', '.join(list_recipes())}) or a .toml path")
+                   help=f"recipe name ({', '.join(list_recipes())}) or a .toml path "
+                        f"(default: cifar10-paper)")
     p.add_argument("--out", default=None, help="run directory (default: runs/MODEL)")
     p.add_argument("--resume", metavar="auto|PATH", default=None,
                    help="continue a run: 'auto' takes the newest complete checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    docs = field_docs()
     for name, typ in FIELDS.items():
-        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+        g.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                       help=docs.get(name, "").replace("%", "%%"))
     g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="comma-separated iterations where lr is divided by 10 "
                         "(default: the recipe's, rescaled when --iterations is given)")

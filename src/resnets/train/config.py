@@ -135,6 +135,19 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def field_docs() -> dict[str, str]:
+    """Each field's comment in this file: the one description of every option (CLI help)."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            docs[m.group(1)] = m.group(2).strip()
+    return docs
+
+
 def list_recipes() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in resources.files("resnets.recipes").iterdir()
                   if p.name.endswith(".toml"))
