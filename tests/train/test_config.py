@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -41,3 +42,13 @@ def test_recipe_from_a_toml_path(tmp_path):
     path.write_text('model = "resnet32"\nlr = 0.05\niterations = 10\nmilestones = [5]\n')
     cfg = resolve_config(str(path))
     assert (cfg.model, cfg.lr, cfg.iterations, cfg.milestones) == ("resnet32", 0.05, 10, (5,))
+
+
+def test_every_option_is_documented_once_in_the_config():
+    from resnets.train.config import field_docs
+
+    docs = field_docs()
+    assert docs["lr"] == "initial learning rate"
+    assert docs["batch_size"] == "mini-batch size"
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in docs]
+    assert missing == []
