@@ -220,7 +220,7 @@ def check_rendered(page: str | Path, screenshot: str | Path | None = None) -> di
                              timeout=120, check=True).stdout
         if screenshot is not None:
             subprocess.run([*flags, f"--screenshot={Path(screenshot).resolve()}",
-                            "--window-size=1200,2400", url], capture_output=True, timeout=120,
+                            "--window-size=1200,6400", url], capture_output=True, timeout=120,
                            check=True)
     body = re.search(r"<body([^>]*)>", dom)
     attrs = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1) if body else ""))
