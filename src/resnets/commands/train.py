@@ -55,27 +55,28 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args):
-    overrides = {name: getattr(args, name) for name in FIELDS}
-    for name in ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images",
-                 "freeze", "sync_bn", "scale_range"):
-        overrides[name] = getattr(args, name)
+# Flags with their own argparse definitions (not in FIELDS) that also override the recipe.
+OTHER_OVERRIDES = ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images",
+                   "freeze", "sync_bn", "scale_range")
+
+
+def overrides_from_args(args) -> dict:
+    """The recipe overrides the user actually gave (flags left out are absent)."""
+    overrides = {name: getattr(args, name) for name in (*FIELDS, *OTHER_OVERRIDES)
+                 if getattr(args, name) is not None}
     model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
     if model_kwargs:
         overrides["model_kwargs"] = model_kwargs
-    return resolve_config(args.recipe, **overrides)
+    return overrides
 
 
 def run(args) -> int:
     from ..train.loop import Trainer
 
-    cfg = config_from_args(args)
-    explicit = {name for name in (*FIELDS, "milestones", "channels_last", "compile",
-                                  "deterministic", "skip_bad_images", "freeze", "sync_bn",
-                                  "scale_range") if getattr(args, name) is not None}
-    if args.shortcut or args.unit:
-        explicit.add("model_kwargs")
+    overrides = overrides_from_args(args)
+    cfg = resolve_config(args.recipe, **overrides)
+    # On resume, only the options given here may change what the run used.
     trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume, quiet=args.quiet,
-                      explicit=explicit)
+                      explicit=set(overrides))
     result = trainer.fit()
     return result.exit_code

@@ -122,6 +122,7 @@ class FolderData(TrainData):
             FolderDataset,
             eval_transform,
             make_loader,
+            train_transform,
         )
 
         if cfg.data is None or not Path(cfg.data).is_dir():
@@ -135,8 +136,6 @@ class FolderData(TrainData):
         if rem:
             raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over "
                             f"{env.world_size} processes.")
-        from ..data.folder import train_transform
-
         train_tf = train_transform(cfg.crop_size, tuple(cfg.scale_range), lighting=cfg.lighting)
         eval_tf = eval_transform(cfg.crop_size, cfg.eval_resize)
         train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)

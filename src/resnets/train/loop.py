@@ -266,9 +266,11 @@ class Trainer:
         return TrainConfig.from_dict(merged)
 
     def _reset_window(self) -> None:
-        z = torch.zeros((), device=self.device if hasattr(self, "device") else "cpu")
-        self.window = {"loss": z.clone().double(), "wrong": z.clone().long(),
-                       "seen": z.clone().long(), "steps": z.clone().long()}
+        def zero(dtype):
+            return torch.zeros((), dtype=dtype, device=self.device)
+
+        self.window = {"loss": zero(torch.float64), "wrong": zero(torch.int64),
+                       "seen": zero(torch.int64), "steps": zero(torch.int64)}
         self.window_start = time.perf_counter()
         self.window_images = 0
 
