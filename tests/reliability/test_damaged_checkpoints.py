@@ -86,4 +86,6 @@ def test_resume_drops_a_metrics_line_torn_by_a_crash(cli, tiny_train_args, train
     code, out, err = cli(*tiny_train_args(run, "--iterations", "3", "--resume", "auto"))
     assert code == 0, err
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["iteration"]) for r in rows] == [("train", 2), ("train", 3)]
+    # One segment record per stretch of training (where it ran), then the metrics.
+    assert [(r["kind"], r["iteration"]) for r in rows] == [
+        ("segment", 0), ("train", 2), ("segment", 2), ("train", 3)]

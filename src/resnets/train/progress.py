@@ -29,6 +29,13 @@ class RunLogger:
         self.metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         # purge_step drops events a crashed run wrote after its last checkpoint.
         self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start or None)
+        # Each stretch of training (start or resume) records where it ran: a long run may
+        # continue on other machines, and its metrics should say which part ran where.
+        self.metrics.write(json.dumps({"kind": "segment", "iteration": start,
+                                       "device": describe["device"],
+                                       "precision": describe["precision"],
+                                       "versions": record["versions"]}) + "\n")
+        self.metrics.flush()
         self.bar = None
         if not quiet:
             self.bar = tqdm(total=cfg.iterations, initial=start, unit="it", dynamic_ncols=True,
