@@ -10,6 +10,7 @@ DEFAULT_DEPTHS = {
     ("degradation", "paper"): "20,32,44,56", ("degradation", "cpu-mini"): "20,56",
     ("shortcuts", "paper"): "32", ("shortcuts", "cpu-mini"): "20",
     ("preact", "paper"): "110", ("preact", "cpu-mini"): "20",
+    ("paper-cifar", "paper"): "", ("paper-cifar", "cpu-mini"): "",
 }
 
 
@@ -20,11 +21,25 @@ def register(sub) -> None:
                     "reused, stopped ones resumed) and write summary.json, table.md and "
                     "figures. --preset paper is the full 64k-iteration schedule (a GPU job); "
                     "--preset cpu-mini trains 800 iterations on a fixed 10k-image subset "
-                    "with 2k validation images, enough to show each phenomenon on a CPU.")
-    p.add_argument("name", choices=["table6", "degradation", "shortcuts", "preact"])
+                    "with 2k validation images, enough to show each phenomenon on a CPU. "
+                    "paper-cifar is the full-schedule reproduction of Fig. 6 and Table 6 "
+                    "(`make reproduce`): finished nets keep final and best weights only. "
+                    "SIGTERM or Ctrl-C stops every run after it saves; the same command "
+                    "continues.")
+    p.add_argument("name", choices=["table6", "degradation", "shortcuts", "preact",
+                                    "paper-cifar"])
     p.add_argument("--out", required=True, help="experiment directory")
     p.add_argument("--preset", choices=["paper", "cpu-mini"], default="paper")
     p.add_argument("--depths", default=None, help="comma-separated depths (default per preset)")
+    p.add_argument("--nets", default=None,
+                   help="paper-cifar: comma-separated nets (default: resnet20, plain20, "
+                        "resnet56, plain56, resnet32, resnet44)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="runs trained at once, one process each (CPU threads are split "
+                        "between them; default 1)")
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing: rebuild summary.json, table.md and figures from the "
+                        "run directories as they are")
     p.add_argument("--seeds", type=int, default=1, help="runs per net (table6: mean +- std)")
     p.add_argument("--data", default=None, help="dataset source, as for `resnets train`")
     p.add_argument("--device", default=None)
@@ -36,14 +51,20 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..experiments.runner import build, run_experiment
+    from ..experiments.runner import ExperimentStopped, build, run_experiment
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
     out = Path(args.out)
-    depths = args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]
+    depths = args.nets if args.name == "paper-cifar" else \
+        args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]
     exp = build(args.name, depths=depths, seeds=args.seeds, out=out)
     overrides = {"data": args.data, "device": args.device, "iterations": args.iterations,
                  "cache_dir": args.cache_dir}
-    run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet)
+    try:
+        run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet,
+                       parallel=args.parallel, train=not args.summary_only)
+    except ExperimentStopped as e:
+        print(f"resnets experiment: {e}")
+        return 0  # a requested stop with everything saved is not a failure
     return 0
