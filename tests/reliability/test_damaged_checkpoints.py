@@ -40,15 +40,23 @@ def test_resume_auto_skips_a_truncated_last_checkpoint(cli, tiny_train_args, tra
     assert read_checkpoint(run / PREVIOUS).iteration == 2
 
 
-def test_resume_auto_with_every_checkpoint_damaged_starts_over(cli, tiny_train_args, trained,
-                                                              tmp_path):
+def test_resume_auto_with_every_checkpoint_damaged_stops_and_keeps_the_run(
+        cli, tiny_train_args, trained, tmp_path):
     run = shutil.copytree(trained, tmp_path / "run")
     for name in (LAST, PREVIOUS):
         (run / name).write_bytes(b"")
+
+    def files():
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+
+    before = files()
     with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
-        code, out, err = cli(*tiny_train_args(run, "--resume", "auto"))
-    assert code == 0, err
-    assert "resumed from" not in out and read_checkpoint(run / LAST).iteration == 2
+        message = cli.error(*tiny_train_args(run, "--resume", "auto"))
+    assert (f"cannot resume the run in {run}: it has checkpoints, but none can be resumed "
+            f"({LAST}: damaged; {PREVIOUS}: damaged). Nothing was changed.") in message
+    assert "--overwrite" in message
+    # best.safetensors and the metrics are untouched: nothing restarted over them.
+    assert files() == before
 
 
 class _RunsCode:

@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/MODEL)")
     p.add_argument("--resume", metavar="auto|PATH", default=None,
                    help="continue a run: 'auto' takes the newest complete checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds one: deletes its checkpoints, "
+                        "metrics and logs first (without it, such a directory is refused)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     docs = field_docs()
@@ -76,7 +79,7 @@ def run(args) -> int:
     overrides = overrides_from_args(args)
     cfg = resolve_config(args.recipe, **overrides)
     # On resume, only the options given here may change what the run used.
-    trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume, quiet=args.quiet,
-                      explicit=set(overrides))
+    trainer = Trainer(cfg, args.out or f"runs/{cfg.model}", resume=args.resume,
+                      overwrite=args.overwrite, quiet=args.quiet, explicit=set(overrides))
     result = trainer.fit()
     return result.exit_code

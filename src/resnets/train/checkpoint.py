@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,13 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.pretrained import get_weights
 
 FORMAT = "resnets-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "resnets"
 LAST, PREVIOUS, BEST = "last.safetensors", "previous.safetensors", "best.safetensors"
+FINAL = "final.safetensors"  # a finished run's last-iteration weights, without training state
 
 
 @dataclass
@@ -59,23 +62,57 @@ def versions() -> dict[str, str]:
             "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
 
 
+def temp_name(name: str, pid: int | None = None) -> str:
+    """The hidden name under which process ``pid`` writes ``name`` before renaming it: one per
+    process, so that two writers never share a temporary file."""
+    return f".{name}.{os.getpid() if pid is None else pid}.new"
+
+
+# Temporaries: `.NAME.PID.new` (this version), `.NAME.tmp-PID` and `.last.safetensors.new`
+# (earlier versions, which had no lock and one shared name).
+_TEMP = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+)\.new|\.tmp-(?P<old_pid>\d+)|\.new)$")
+
+
+def parse_temp_name(name: str) -> tuple[str, int | None] | None:
+    """``(target name, writer PID or None)`` of a checkpoint writer's temporary file."""
+    m = _TEMP.match(name)
+    if m is None:
+        return None
+    pid = m.group("pid") or m.group("old_pid")
+    return m.group("name"), int(pid) if pid else None
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make renames and links durable
+    finally:
+        os.close(dir_fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary sibling, fsync, then rename: readers see the old or the new file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(temp_name(path.name))
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_durable(tmp, data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
+
+
+def _write_error(path: Path, e: OSError, kept: str) -> CheckpointError:
+    return CheckpointError(f"could not write checkpoint {path} in {path.parent} "
+                           f"({e.strerror or e}); {kept} Free space on that disk (or fix its "
+                           f"permissions) and continue with --resume auto.")
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -127,7 +164,41 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> dic
     return {"state": state, "param_groups": js["param_groups"]}
 
 
-def save_checkpoint(
+class NonFiniteCheckpoint(CheckpointError):
+    """The state to be saved holds NaN or inf: it is refused, and the file on disk is kept."""
+
+
+def _refuse_nonfinite(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+    # A NaN saved as the newest checkpoint would replace the last good state that resume and
+    # eval read; one check before writing keeps every file on disk finite.
+    floats = [(k, t) for k, t in tensors.items()
+              if (k.startswith(("model.", "optim."))) and t.is_floating_point()]
+    if not floats:
+        return
+    ok = torch.stack([torch.isfinite(t).all() for _, t in floats])
+    if bool(ok.all()):
+        return
+    bad = [k for (k, _), good in zip(floats, ok.tolist(), strict=True) if not good]
+    raise NonFiniteCheckpoint(
+        f"refusing to write {path} at iteration {meta.get('iteration', '?')}: "
+        f"{len(bad)} tensor(s) hold NaN or inf values (e.g. {', '.join(bad[:3])}). Nothing was "
+        f"written; the previous checkpoint in {path.parent} is kept. Lower --lr, add a warm-up "
+        f"(--warmup-lr), or check the data for corrupt images.")
+
+
+def check_finite(path: str | os.PathLike, *, model: nn.Module,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+    """Raise `NonFiniteCheckpoint` (naming ``path``) if the weights, BN statistics or optimizer
+    state hold NaN or inf."""
+    tensors = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        tensors.update({k: v.detach() for k, v in
+                        _split_optimizer(optimizer.state_dict())[0].items()})
+    _refuse_nonfinite(tensors, Path(path), meta or {})
+
+
+def checkpoint_bytes(
     path: str | os.PathLike,
     *,
     model: nn.Module,
@@ -135,27 +206,50 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, torch.Tensor] | None = None,
     include_rng: bool = False,
-) -> Path:
-    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable."""
+) -> bytes:
+    """The safetensors bytes of a checkpoint destined for ``path`` (named in errors); refuses
+    non-finite weights, BN statistics and optimizer state (`NonFiniteCheckpoint`)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     record: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION,
                               "versions": versions(), **meta}
     if optimizer is not None:
         opt_tensors, record["optimizer"] = _split_optimizer(optimizer.state_dict())
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
+    _refuse_nonfinite(tensors, Path(path), meta)
     if include_rng:
         rng_tensors, record["rng"] = _rng_state()
         tensors.update(rng_tensors)
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
-    data = st_save(tensors, metadata={META_KEY: json.dumps(record)})
-    atomic_write_bytes(Path(path), data)
-    return Path(path)
+    return st_save(tensors, metadata={META_KEY: json.dumps(record)})
+
+
+def save_checkpoint(path: str | os.PathLike, **kwargs) -> Path:
+    """Write a checkpoint atomically (keyword arguments of `checkpoint_bytes`)."""
+    path = Path(path)
+    data = checkpoint_bytes(path, **kwargs)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        kept = "the file there is unchanged." if path.exists() else "no file was written."
+        raise _write_error(path, e, kept) from None
+    return path
+
+
+def _named_weights(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    looks_like_a_name = (len(p.parts) == 1 and "." in p.name
+                         and p.suffix not in (".safetensors", ".pth", ".pt", ".bin", ".th"))
+    if p.exists() or not looks_like_a_name:
+        return p
+    return get_weights(p.name).verify()  # unknown names get the list of shipped ones
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint file; every failure is a :class:`CheckpointError`."""
-    path = Path(path)
+    """Read and validate a checkpoint file; every failure is a :class:`CheckpointError`.
+
+    A shipped weight's name (``resnet20.cifar10``) stands for its file, sha256-checked."""
+    path = _named_weights(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.safetensors"))
         example = path / (BEST if BEST in inside or not inside else inside[0])
@@ -243,43 +337,135 @@ def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def rotate_and_save(run_dir: Path, **kwargs) -> Path:
-    """Save ``last`` and keep the one before as ``previous``: a crash at any point leaves at
-    least one complete training checkpoint."""
+def rotate_and_save(run_dir: str | os.PathLike, **kwargs) -> Path:
+    """Save ``last`` and keep the one before as ``previous``, so that at every instant the
+    newest complete checkpoint lies under a name `find_resume_checkpoint` reads:
+
+    1. write the new checkpoint to this process's temporary file and fsync it;
+    2. point ``previous`` at the current ``last`` (hard link, then rename over ``previous``):
+       ``last`` itself is never moved away;
+    3. rename the temporary file over ``last``.
+
+    A crash before 3 leaves the new checkpoint complete in its temporary file (resume reads
+    it), and ``last`` untouched; an error while writing (a full disk) leaves every earlier file
+    as it was.
+    """
+    run_dir = Path(run_dir)
     last, previous = run_dir / LAST, run_dir / PREVIOUS
-    tmp = run_dir / f".{LAST}.new"
-    save_checkpoint(tmp, **kwargs)
-    if last.exists():
-        os.replace(last, previous)
-    os.replace(tmp, last)
+    new = run_dir / temp_name(LAST)
+    data = checkpoint_bytes(last, **kwargs)
+    try:
+        _write_durable(new, data)
+    except OSError as e:
+        new.unlink(missing_ok=True)
+        kept = (f"{last} still holds the previous checkpoint." if last.exists()
+                else "no checkpoint was written.")
+        raise _write_error(last, e, kept) from None
+    # From here on `new` is complete: an error must not delete it.
+    try:
+        if last.exists():
+            link = run_dir / temp_name(PREVIOUS)
+            link.unlink(missing_ok=True)
+            try:
+                os.link(last, link)
+            except OSError:  # a file system without hard links: copy instead
+                _write_durable(link, last.read_bytes())
+            os.replace(link, previous)
+        os.replace(new, last)
+        _fsync_dir(run_dir)
+    except OSError as e:
+        raise _write_error(last, e, f"the new checkpoint is complete in {new}, which "
+                                    f"--resume auto reads.") from None
     return last
 
 
+def _resume_candidates(run_dir: Path) -> list[Path]:
+    """``last``, ``previous`` and every temporary ``last`` a killed writer left behind."""
+    temps = sorted(p for p in run_dir.glob(f".{LAST}*")
+                   if (parse_temp_name(p.name) or ("",))[0] == LAST)
+    return [run_dir / LAST, run_dir / PREVIOUS, *temps]
+
+
 def find_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Checkpoint, Path] | None:
-    """The newest complete training checkpoint in ``run_dir`` (damaged ones are skipped)."""
+    """The newest complete training checkpoint in ``run_dir``, or None where the run has none.
+
+    Damaged ``last`` / ``previous`` files are skipped with a warning, partial temporary files
+    silently; if checkpoints exist but none can be resumed, that is a `CheckpointError`
+    (starting over would overwrite the run).
+    """
     import warnings
 
+    run_dir = Path(run_dir)
     best: tuple[Checkpoint, Path] | None = None
-    for name in (LAST, PREVIOUS):
-        path = Path(run_dir) / name
-        if not path.exists():
+    unusable: list[str] = []
+    for path in _resume_candidates(run_dir):
+        if not path.is_file():
             continue
+        temporary = path.name not in (LAST, PREVIOUS)
         try:
             ckpt = read_checkpoint(path)
         except CheckpointError as e:
-            warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+            if not temporary:
+                warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+                unusable.append(f"{path.name}: damaged")
             continue
         if ckpt.optimizer_state is None:
+            if not temporary:
+                unusable.append(f"{path.name}: weights only, no training state")
             continue
         if best is None or ckpt.iteration > best[0].iteration:
             best = (ckpt, path)
+    if best is None and unusable:
+        raise CheckpointError(
+            f"cannot resume the run in {run_dir}: it has checkpoints, but none can be resumed "
+            f"({'; '.join(unusable)}). Nothing was changed. Resume from a copy you trust with "
+            f"--resume PATH, or start the run over with --overwrite (which deletes its files).")
     return best
 
 
+def promote_to_last(run_dir: str | os.PathLike, path: Path) -> Path:
+    """Finish the rotation a killed writer left at ``path`` (a complete temporary ``last``):
+    the old ``last`` becomes ``previous`` and ``path`` becomes ``last``."""
+    run_dir = Path(run_dir)
+    last, previous = run_dir / LAST, run_dir / PREVIOUS
+    if path == last:
+        return last
+    if last.exists() and path.name != PREVIOUS:
+        link = run_dir / temp_name(PREVIOUS)
+        link.unlink(missing_ok=True)
+        try:
+            os.link(last, link)
+        except OSError:
+            _write_durable(link, last.read_bytes())
+        os.replace(link, previous)
+    if path.name == PREVIOUS:  # last is damaged: a copy of previous takes its place
+        atomic_write_bytes(last, path.read_bytes())
+    else:
+        os.replace(path, last)
+        _fsync_dir(run_dir)
+    return last
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files of checkpoint writers that were killed mid-save."""
-    stale = [p for p in Path(run_dir).glob(".*.safetensors*")
-             if ".tmp-" in p.name or p.name.endswith(".new")]
-    for p in stale:
-        p.unlink(missing_ok=True)
+    """Delete the temporary files of checkpoint writers that were killed mid-save: this
+    process's own and those of processes that no longer exist (never a live writer's)."""
+    stale = []
+    for p in Path(run_dir).iterdir():
+        parsed = parse_temp_name(p.name)
+        if parsed is None or not p.is_file():
+            continue
+        pid = parsed[1]
+        if pid is None or pid == os.getpid() or not _alive(pid):
+            p.unlink(missing_ok=True)
+            stale.append(p)
     return stale

@@ -7,12 +7,15 @@ optimizer, schedule state, metric accumulators and RNGs live in the checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +29,13 @@ from ..models import create_model, model_info
 from ..serve.weights import load_state_dict_for_model, read_state_dict
 from .checkpoint import (
     BEST,
+    LAST,
+    PREVIOUS,
     Checkpoint,
+    check_finite,
     find_resume_checkpoint,
+    parse_temp_name,
+    promote_to_last,
     read_checkpoint,
     remove_stale_temporaries,
     restore_rng,
@@ -96,16 +104,72 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_out_dir(out: Path) -> Path:
+# What a run writes into its directory: `--overwrite` deletes these (and nothing else).
+RUN_FILES = (LAST, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png", "tensorboard")
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``flock`` on ``OUT/.lock``), so that two trainers
+    never write into one run. The kernel drops it when the holder exits or is killed, so a
+    stale lock file never blocks; the file records the holder's PID for the error message."""
+
+    def __init__(self, out: Path):
+        import fcntl
+
+        path = out / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"--out {out} is in use: another training process (PID {holder}) "
+                            f"holds its lock {path}. Two runs in one directory would overwrite "
+                            f"each other's checkpoints; wait for that process to end (or stop "
+                            f"it), or choose another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Closing the descriptor releases the lock: on release(), or when this object is
+        # collected (a Trainer that is dropped without fit()).
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def prepare_out_dir(out: Path, *, resume: str | None = None, overwrite: bool = False) -> RunLock:
+    """Create ``out``, lock it, and make sure a new run destroys no earlier one: a directory
+    that holds files is refused unless the run resumes or ``overwrite`` clears the run's files.
+    Returns the lock (held until released)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        lock = RunLock(out)
     except OSError as e:
         raise UserError(f"cannot write to --out {out} ({e.strerror}). Choose a directory you "
                         f"can write to, e.g. --out runs/my-run.") from None
-    return out
+    try:
+        if resume is None:
+            entries = sorted(p.name for p in out.iterdir()
+                             if p.name != LOCK and parse_temp_name(p.name) is None)
+            if entries and not overwrite:
+                raise UserError(
+                    f"--out {out} already holds files ({', '.join(entries[:6])}"
+                    f"{', ...' if len(entries) > 6 else ''}); a new run would overwrite them. "
+                    f"Continue that run with --resume auto, replace it with --overwrite "
+                    f"(deletes its checkpoints and metrics), or choose another --out.")
+            if overwrite:
+                for name in RUN_FILES:
+                    path = out / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+                remove_stale_temporaries(out)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 class Trainer:
@@ -116,15 +180,48 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *,
-                 resume: str | None = None, quiet: bool = False,
+                 resume: str | None = None, overwrite: bool = False, quiet: bool = False,
                  explicit: set[str] | None = None):
+        self._lock: RunLock | None = None
+        try:
+            self._setup(cfg, out_dir, resume, overwrite, quiet, explicit)
+        except BaseException:
+            self.close()  # a refused or failed start leaves the directory unlocked
+            raise
+
+    def close(self) -> None:
+        """Release the run directory's lock (`fit` does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _setup(self, cfg, out_dir, resume, overwrite, quiet, explicit) -> None:
+        if resume is not None and overwrite:
+            raise UserError("--resume and --overwrite exclude each other: --resume continues "
+                            "the run in --out, --overwrite deletes it. Give one of them.")
         self.dist: DistEnv = init_distributed(cfg.device)
         self.out = Path(out_dir)
+        # Rank 0 alone locks the directory and picks the checkpoint (it may finish a rotation
+        # a killed writer left); the other ranks then read the same file.
+        ckpt, failure, resume_path = None, None, None
         if self.dist.is_main:
-            prepare_out_dir(self.out)
-            remove_stale_temporaries(self.out)
-        barrier(self.dist)
-        ckpt = self._find_resume(resume)
+            try:
+                self._lock = prepare_out_dir(self.out, resume=resume, overwrite=overwrite)
+                ckpt = self._find_resume(resume)
+                remove_stale_temporaries(self.out)
+                resume_path = self.resumed_from
+            except UserError as e:
+                failure = e
+        message = broadcast_object(None if failure is None else str(failure), self.dist)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise UserError(message)
+        if not self.dist.is_main:
+            self.resumed_from = broadcast_object(resume_path, self.dist)
+            ckpt = read_checkpoint(self.resumed_from) if self.resumed_from else None
+        else:
+            broadcast_object(resume_path, self.dist)
         if ckpt is not None:
             cfg = self._merge_resumed_config(ckpt.meta["config"], cfg, explicit)
         self.cfg = cfg
@@ -234,10 +331,15 @@ class Trainer:
         if resume is None:
             return None
         if resume == "auto":
-            found = find_resume_checkpoint(self.out)
+            found = find_resume_checkpoint(self.out)  # raises when every checkpoint is damaged
             if found is None:
-                return None  # nothing to resume: start fresh
+                return None  # the run never saved: start it
             ckpt, path = found
+            if path.name != LAST:
+                # The newest is previous (last is damaged) or the complete temporary file of
+                # a writer killed mid-rotation: make it `last` before training on.
+                last = promote_to_last(self.out, path)
+                path = path if path.name == PREVIOUS else last
         else:
             path = Path(resume)
             ckpt = read_checkpoint(path)
@@ -303,6 +405,11 @@ class Trainer:
     def save(self) -> Path | None:
         """Rank 0 writes ``last`` (the others wait, so no rank runs ahead of a checkpoint)."""
         path = None
+        if self.dist.enabled and not self.dist.is_main:
+            # Every rank holds the same weights: all refuse a non-finite state together
+            # (rank 0 inside rotate_and_save), so that none waits for a save that never comes.
+            check_finite(self.out / LAST, model=self.model, optimizer=self.optimizer,
+                         meta={"iteration": self.iteration})
         if self.dist.is_main:
             path = rotate_and_save(self.out, model=self.model, meta=self._meta(),
                                    optimizer=self.optimizer, extra=self.window,
@@ -478,10 +585,12 @@ class Trainer:
         from .progress import RunLogger
 
         cfg = self.cfg
+        if self._lock is None and self.dist.is_main:  # fit() again after it released the lock
+            self._lock = RunLock(self.out)
         logger = RunLogger(self.out, cfg, start=self.iteration, quiet=self.quiet,
                            describe=self.describe(), enabled=self.dist.is_main)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        stopped, code = None, 0
+        stopped, code, finished = None, 0, False
         if self.resumed_from is not None:
             logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
         if self.skipped_images:
@@ -515,6 +624,7 @@ class Trainer:
                         raise TrainingStopped(name, 128 + self._stop_signal)
                     if done:
                         break
+            finished = True
         except TrainingStopped as e:
             stopped, code = str(e), e.exit_code
             logger.message(
@@ -524,10 +634,21 @@ class Trainer:
         except NonFiniteLoss:
             self.save()
             raise
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"cannot write to the run directory {self.out} ({e.strerror}); "
+                            f"training stopped at iteration {self.iteration}, and the last "
+                            f"checkpoint written there is kept. Free space on that disk and "
+                            f"continue with --resume auto.") from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            logger.close(finished=stopped is None)
+            try:
+                # "done" only after the schedule finished: not after a stop or an error.
+                logger.close(finished=finished)
+            finally:
+                self.close()
         return RunResult(self.iteration, stopped, code,
                          {"train": self.last_train, "val": self.last_val})
 
