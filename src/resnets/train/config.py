@@ -73,6 +73,34 @@ class TrainConfig:
     max_nonfinite: int = 5  # stop (after saving) after this many non-finite losses in a row
 
     def __post_init__(self) -> None:
+        # Types first: a string or a NaN from a recipe, a flag or a checkpoint would otherwise
+        # slip through the range checks below (NaN compares False both ways) and reach the
+        # optimizer, where it turns every weight into NaN.
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not _is_int(value):
+                raise UserError(f"invalid training option: {name} must be a whole number, "
+                                f"got {value!r}.")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value)):
+                raise UserError(f"invalid training option: {name} must be a finite number, "
+                                f"got {value!r}.")
+        for name in ("model", "recipe", "device", "precision", "normalization", "pipeline",
+                     "schedule"):
+            if not isinstance(getattr(self, name), str):
+                raise UserError(f"invalid training option: {name} must be a string, "
+                                f"got {getattr(self, name)!r}.")
+        if not isinstance(self.model_kwargs, dict):
+            raise UserError(f"invalid training option: model_kwargs must be a table of "
+                            f"keyword arguments, got {self.model_kwargs!r}.")
+        if len(self.scale_range) != 2:
+            raise UserError(f"invalid training option: scale_range must be [LO, HI], got "
+                            f"{list(self.scale_range)!r}.")
+        for name in ("milestones", "scale_range"):
+            if not all(_is_int(v) for v in getattr(self, name)):
+                raise UserError(f"invalid training option: {name} must hold whole numbers, "
+                                f"got {list(getattr(self, name))!r}.")
         checks = [
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}"),
@@ -80,8 +108,23 @@ class TrainConfig:
              f"lr must be a positive number, got {self.lr}"),
             (self.warmup_lr is None or self.warmup_lr > 0,
              f"warmup_lr must be positive, got {self.warmup_lr}"),
-            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (self.plateau_patience >= 1,
+             f"plateau_patience must be >= 1, got {self.plateau_patience}"),
+            (self.plateau_threshold >= 0,
+             f"plateau_threshold must be >= 0, got {self.plateau_threshold}"),
+            (0 <= self.warmup_until_error <= 1,
+             f"warmup_until_error must be in [0, 1], got {self.warmup_until_error}"),
+            (self.warmup_max_iterations >= 0,
+             f"warmup_max_iterations must be >= 0, got {self.warmup_max_iterations}"),
+            (self.lighting >= 0, f"lighting must be >= 0, got {self.lighting}"),
+            (self.eval_resize >= 8, f"eval_resize must be >= 8, got {self.eval_resize}"),
+            (self.num_classes is None or self.num_classes >= 1,
+             f"num_classes must be >= 1, got {self.num_classes}"),
+            (all(m >= 0 for m in self.milestones),
+             f"milestones must be >= 0, got {list(self.milestones)}"),
             (self.val_split >= 0, f"val_split must be >= 0, got {self.val_split}"),
             (self.train_subset is None or self.train_subset >= 1,
              f"train_subset must be >= 1, got {self.train_subset}"),
@@ -124,15 +167,32 @@ class TrainConfig:
             raise UserError(f"unknown training option(s): {', '.join(unknown)}. "
                             f"Known options: {', '.join(sorted(known))}.")
         d = dict(d)
-        if "freeze" in d:
-            d["freeze"] = tuple(d["freeze"])
-        for key in ("milestones", "scale_range"):
+        for key in ("freeze", "milestones", "scale_range"):
             if key in d:
-                d[key] = tuple(int(m) for m in d[key])
+                if not isinstance(d[key], list | tuple):
+                    raise UserError(f"invalid training option: {key} must be a list, "
+                                    f"got {d[key]!r}.")
+                d[key] = tuple(d[key])
         return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_INT_FIELDS = ("num_classes", "val_split", "train_subset", "pad", "crop_size", "eval_resize",
+               "workers", "batch_size", "iterations", "plateau_patience",
+               "warmup_max_iterations", "seed", "log_every", "eval_every", "save_every",
+               "max_nonfinite")
+_FLOAT_FIELDS = ("lighting", "lr", "momentum", "weight_decay", "gamma", "plateau_threshold",
+                 "warmup_lr", "warmup_until_error")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def field_docs() -> dict[str, str]:
