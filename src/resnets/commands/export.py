@@ -18,8 +18,9 @@ def register(sub) -> None:
                    choices=["onnx", "torchscript", "exported-program"])
     p.add_argument("--out", required=True, help="file to write (.onnx, .pt, .pt2)")
     p.add_argument("--batch-size", type=int, default=2, help="example batch (>= 2)")
+    # Checked (finite, >= 0) by export_model, which gives the same error to the API.
     p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest accepted |exported - eager| logit difference")
+                   help="largest accepted |exported - eager| logit difference (finite, >= 0)")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="reload the export and compare it with the eager model")
     p.set_defaults(func=run)

@@ -21,6 +21,7 @@ deprecation warnings are silenced here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -95,6 +96,10 @@ def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike,
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ExportError(f"--tolerance must be a finite number >= 0, got {tolerance}; a NaN "
+                          f"or negative tolerance would accept or refuse every export. To skip "
+                          f"the check, pass --no-verify.")
     if batch_size < 2:
         raise ExportError(f"--batch-size must be at least 2 for a dynamic batch axis, got "
                           f"{batch_size} (torch.export fixes a size-1 dimension).")
@@ -121,14 +126,24 @@ def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike,
         return ExportReport(out, fmt, float("nan"), float("nan"), (), tolerance)
     run = reloader(out)
     diff = scale = 0.0
+    nonfinite = []
     with torch.no_grad():
         for i, n in enumerate(sizes):
             x = sample_inputs(meta, n, seed=1 + i)
-            ref = model(x)
-            diff = max(diff, (run(x) - ref).abs().max().item())
-            scale = max(scale, ref.abs().max().item())
+            ref, got = model(x), run(x)
+            # max() keeps its first argument when the other is NaN: test finiteness apart.
+            for name, logits in (("eager model", ref), ("export", got)):
+                if not bool(torch.isfinite(logits).all()):
+                    nonfinite.append(f"{name} at batch size {n}")
+            if not nonfinite:
+                diff = max(diff, (got - ref).abs().max().item())
+                scale = max(scale, ref.abs().max().item())
+    if nonfinite:
+        raise ExportError(f"{out} ({fmt}) could not be verified: NaN or inf logits from the "
+                          f"{', '.join(nonfinite)}. The file is kept for inspection; check "
+                          f"the checkpoint's weights (a diverged run) before using it.")
     report = ExportReport(out, fmt, diff, scale, sizes, tolerance)
-    if not diff <= tolerance:  # also catches NaN
+    if not diff <= tolerance:
         raise ExportError(f"{out} ({fmt}) differs from the eager model by {diff:.3g} (logits "
                           f"up to {scale:.3g}), more than the tolerance {tolerance:g}. The "
                           f"file is kept for inspection; report this with the torch version.")
