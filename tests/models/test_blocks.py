@@ -86,16 +86,17 @@ def ref_relu_preact(x, blk, plan, short):
     return h if short is None else h + short(x)
 
 
-def ref_full_preact(x, blk, plan, short, projection: bool):
-    # BN-ReLU-conv ... BN-ReLU-conv, add, nothing after. A projection shortcut takes the
-    # pre-activated input (BN1-ReLU of x); option A and identity take x itself.
-    pre = F.relu(bn(x, blk.bn1))
+def ref_full_preact(x, blk, plan, short, place: str):
+    # BN-ReLU-conv ... BN-ReLU-conv, add, nothing after. ``place``: where BN1-ReLU goes:
+    # "residual" (the shortcut takes x), "both" (the shortcut takes BN1-ReLU of x) or "none"
+    # (x is already activated: no BN1-ReLU at all).
+    pre = x if place == "none" else F.relu(bn(x, blk.bn1))
     h = conv(pre, blk.conv1, *plan[0])
     for k, (s, p) in enumerate(plan[1:], start=2):
         h = conv(F.relu(bn(h, getattr(blk, f"bn{k}"))), getattr(blk, f"conv{k}"), s, p)
     if short is None:
         return h
-    return h + short(pre if projection else x)
+    return h + short(x if place == "residual" else pre)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +171,9 @@ def test_block_matches_reference(unit, config, residual):
     with torch.no_grad():
         got = blk(x)
         if unit == "full_preact":
-            want = ref_full_preact(x, blk, plan, short, projection=kind == "proj")
+            # A lone unit that changes dimensions (or projects) activates before the split.
+            place = "both" if kind in ("A", "proj") else "residual"
+            want = ref_full_preact(x, blk, plan, short, place)
         else:
             want = REFERENCES[unit](x, blk, plan, short)
 
@@ -178,6 +181,48 @@ def test_block_matches_reference(unit, config, residual):
     spatial = (7 + 2 - 3) // stride + 1
     assert got.shape == (2, out_ch, spatial, spatial)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("place", ["residual", "both", "none"])
+@pytest.mark.parametrize("config", ["basic-identity", "basic-A-down", "bottleneck-B-v1"])
+def test_full_preact_place_matches_reference(config, place):
+    cls, args, kwargs, plan, kind, out_ch = CONFIGS[config]
+    blk = randomize_(cls(*args, unit="full_preact", preact=place, **kwargs)).eval()
+    stride = max(s for s, _ in plan)
+    x = torch.randn(2, blk.conv1.in_channels, 7, 7, generator=torch.Generator().manual_seed(2))
+
+    def short(t):
+        return ref_shortcut(t, blk, kind, out_ch, stride)
+
+    with torch.no_grad():
+        got = blk(x)
+        want = ref_full_preact(x, blk, plan, short, place)
+        # Another place of the pre-activation (for "none": activating x first) differs.
+        other = (ref_full_preact(x, blk, plan, short, "none") if place != "none"
+                 else ref_full_preact(F.relu(x), blk, plan, short, "none"))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (got - other).abs().max() > 1e-2  # the places compute different functions
+    # "none" has no BN of its own before conv1: the stem's BN-ReLU stands in for it.
+    assert isinstance(blk.bn1, nn.Identity) == (place == "none")
+
+
+@pytest.mark.parametrize("place", ["residual", "both", "none"])
+def test_relu_preact_place(place):
+    blk = randomize_(BasicBlock(4, 8, 2, shortcut="A", unit="relu_preact", preact=place)).eval()
+    x = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(3))
+    pre = x if place == "none" else F.relu(x)
+    with torch.no_grad():
+        h = bn(conv(pre, blk.conv1, 2, 1), blk.bn1)
+        h = bn(conv(F.relu(h), blk.conv2, 1, 1), blk.bn2)
+        want = h + ref_shortcut(x if place == "residual" else pre, blk, "A", 8, 2)
+        torch.testing.assert_close(blk(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_preact_place_needs_a_preact_unit():
+    with pytest.raises(ValueError, match="pre-activation unit"):
+        BasicBlock(4, 4, unit="original", preact="none")
+    with pytest.raises(ValueError, match="preact must be one of"):
+        BasicBlock(4, 4, unit="full_preact", preact="first")
 
 
 def test_every_unit_has_a_reference():
@@ -263,8 +308,8 @@ def test_zero_init_full_preact_starts_as_shortcut(case):
     x = torch.randn(2, blk.conv1.in_channels, 8, 8)
     with torch.no_grad():
         got = blk(x)
-        if isinstance(blk.downsample, nn.Sequential):
-            want = blk.downsample(F.relu(blk.bn1(x)))  # projection of the pre-activated input
+        if blk.downsample is not None:
+            want = blk.downsample(F.relu(blk.bn1(x)))  # shortcut of the pre-activated input
         else:
             want = _shortcut(blk, x)
     assert torch.equal(got, want)

@@ -63,7 +63,7 @@ def test_families_partition_the_registry():
 def test_list_is_ordered_by_family_then_depth():
     cifar_resnets = [n for n in resnets.list_models("cifar") if n.startswith("resnet")]
     assert cifar_resnets == ["resnet8", "resnet20", "resnet32", "resnet44", "resnet56",
-                             "resnet110", "resnet1202"]
+                             "resnet110", "resnet164", "resnet1001", "resnet1202"]
 
 
 def test_model_info_fields():

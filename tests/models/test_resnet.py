@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnets import ResNet, count_params, create_model
-from resnets.models.blocks import UNITS, BasicBlock, Bottleneck
+from resnets.models.blocks import UNITS, BasicBlock, Bottleneck, ShortcutA
 
 
 def test_resnet50_feature_maps():
@@ -59,14 +59,190 @@ def test_forward_is_head_of_features(name, size):
     torch.testing.assert_close(logits, model.fc(pooled))
 
 
-def test_preact_net_has_bare_stem_and_final_bn_relu():
-    model = create_model("preact_resnet110")
-    assert isinstance(model.bn1, nn.Identity) and isinstance(model.relu, nn.Identity)
+# ---------------------------------------------------------------------------------------------
+# Pre-activation nets against a hand-written module of the public code's layout: the final
+# fb.resnet.torch preresnet.lua (ImageNet: conv-BN-ReLU-maxpool stem, the first unit without
+# pre-activation; CIFAR: a bare conv stem whose first unit activates before the split) and
+# KaimingHe/resnet-1k-layers (bare conv stem; every widening unit activates before the split).
+
+
+class RefUnit(nn.Module):
+    """One unit as the Torch code writes it. ``kind``: "no_preact" (no BN-ReLU), "both_preact"
+    (BN-ReLU before the split: both paths see it) or "preact" (BN-ReLU on the branch only)."""
+
+    def __init__(self, cin: int, width: int, stride: int, bottleneck: bool, kind: str,
+                 shortcut: str):
+        super().__init__()
+        cout = 4 * width if bottleneck else width
+        self.kind, self.stride, self.extra = kind, stride, 0
+        self.pre_bn = None if kind == "no_preact" else nn.BatchNorm2d(cin)
+        if bottleneck:  # stride on the first 1x1, as in both releases
+            shapes = [(cin, width, 1, stride), (width, width, 3, 1), (width, cout, 1, 1)]
+        else:
+            shapes = [(cin, width, 3, stride), (width, cout, 3, 1)]
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, st, k // 2, bias=False)
+                                   for i, o, k, st in shapes)
+        self.inner_bns = nn.ModuleList(nn.BatchNorm2d(i) for i, _, _, _ in shapes[1:])
+        self.proj = None
+        if shortcut == "C" or (shortcut == "B" and cin != cout):
+            self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+        elif cin != cout:
+            self.extra = cout - cin  # 1x1 average pool with stride, then zero channels after
+
+    def shortcut(self, t: torch.Tensor) -> torch.Tensor:
+        if self.proj is not None:
+            return self.proj(t)
+        if self.extra:
+            t = t[:, :, ::self.stride, ::self.stride]
+            return torch.cat([t, torch.zeros_like(t[:, :1]).expand(-1, self.extra, -1, -1)], 1)
+        return t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "both_preact":
+            x = torch.relu(self.pre_bn(x))
+        h = torch.relu(self.pre_bn(x)) if self.kind == "preact" else x
+        h = self.convs[0](h)
+        for bn, conv in zip(self.inner_bns, self.convs[1:], strict=True):
+            h = conv(torch.relu(bn(h)))
+        return h + self.shortcut(x)
+
+
+class RefPreActNet(nn.Module):
+    def __init__(self, *, imagenet: bool, bottleneck: bool, layers, widths, shortcut: str,
+                 stem_width: int, num_classes: int):
+        super().__init__()
+        if imagenet:
+            self.conv1 = nn.Conv2d(3, stem_width, 7, 2, 3, bias=False)
+            self.stem = nn.Sequential(nn.BatchNorm2d(stem_width), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            self.conv1 = nn.Conv2d(3, stem_width, 3, 1, 1, bias=False)
+            self.stem = nn.Sequential()  # a bare conv
+        units, cin = [], stem_width
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+            for j in range(n):
+                kind = "preact" if j else ("no_preact" if imagenet and i == 0 else "both_preact")
+                units.append(RefUnit(cin, w, 2 if i and not j else 1, bottleneck, kind,
+                                     shortcut))
+                cin = 4 * w if bottleneck else w
+        self.units = nn.Sequential(*units)
+        self.final_bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.units(self.stem(self.conv1(x)))
+        return self.fc(torch.relu(self.final_bn(h)).mean(dim=(2, 3)))
+
+    def copy_from(self, model: ResNet, imagenet: bool) -> None:
+        """Our tensors into the reference's places (each one used exactly once)."""
+        self.conv1.load_state_dict(model.conv1.state_dict())
+        # Our stem BN is the ImageNet stem's BN, or the CIFAR first unit's common BN.
+        stem_bn = self.stem[0] if imagenet else self.units[0].pre_bn
+        stem_bn.load_state_dict(model.bn1.state_dict())
+        blocks = [b for s in model.stages for b in s]
+        assert len(blocks) == len(self.units)
+        for k, (ref, blk) in enumerate(zip(self.units, blocks, strict=True)):
+            if k:
+                ref.pre_bn.load_state_dict(blk.bn1.state_dict())
+            for i, conv in enumerate(ref.convs, start=1):
+                conv.load_state_dict(getattr(blk, f"conv{i}").state_dict())
+            for i, bn in enumerate(ref.inner_bns, start=2):
+                bn.load_state_dict(getattr(blk, f"bn{i}").state_dict())
+            if ref.proj is not None:
+                ref.proj.load_state_dict(blk.downsample.state_dict())
+            else:
+                assert blk.downsample is None or isinstance(blk.downsample, ShortcutA)
+        self.final_bn.load_state_dict(model.final_act[0].state_dict())
+        self.fc.load_state_dict(model.fc.state_dict())
+
+
+PREACT_CASES = {  # name, overrides, input size
+    "preact_resnet110": ("preact_resnet110", {}, 32),
+    "preact_resnet164": ("preact_resnet164", {}, 32),
+    "cifar20-full_preact": ("resnet20", {"unit": "full_preact"}, 32),
+    "cifar20-full_preact-B": ("resnet20", {"unit": "full_preact", "shortcut": "B"}, 32),
+    "preact_resnet18": ("preact_resnet18", {}, 64),
+    "preact_resnet18-A": ("preact_resnet18", {"shortcut": "A"}, 64),
+    "preact_resnet18-C": ("preact_resnet18", {"shortcut": "C"}, 64),
+    "preact_resnet50": ("preact_resnet50", {}, 64),
+}
+
+
+@pytest.mark.parametrize("case", list(PREACT_CASES))
+def test_preact_net_matches_the_release_layout(case, randomize_bn):
+    name, overrides, size = PREACT_CASES[case]
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name, **overrides), seed=1).eval()
+    imagenet = size == 64
+    ref = RefPreActNet(
+        imagenet=imagenet, bottleneck=isinstance(model.layer1[0], Bottleneck),
+        layers=[len(s) for s in model.stages], widths=[s[0].conv1.out_channels for s in
+                                                       model.stages],
+        shortcut=overrides.get("shortcut", "A" if name.startswith("resnet20") or
+                               name == "preact_resnet110" else "B"),
+        stem_width=model.conv1.out_channels, num_classes=model.fc.out_features).eval()
+    ref.copy_from(model, imagenet)
+    # Every tensor of ours went somewhere, and the reference has no tensor we lack.
+    assert count_params(ref) == count_params(model)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got, want = model(x), ref(x)
+    assert got.shape == want.shape == (2, model.fc.out_features)
+    assert want.abs().max() > 0.1  # not a degenerate comparison
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet110", "preact_resnet18"])
+def test_preact_first_unit_sees_the_activated_stem(name):
+    """1603.05027 appendix: the first activation comes right after conv1, before the split."""
+    model = create_model(name).eval()
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.relu, nn.ReLU)
+    first = model.layer1[0]
+    assert first.preact == "none" and isinstance(first.bn1, nn.Identity)
+    assert [s[0].preact for s in model.stages[1:]] == ["both"] * (len(model.stages) - 1)
+    assert all(b.preact == "residual" for s in model.stages for b in list(s)[1:])
+    seen = []
+    first.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32 if "110" in name else 64, 64 if "18" in name else 32)
+        model(x)
+    assert seen and seen[0].min() >= 0 and seen[0].max() > 0  # after a ReLU
     assert isinstance(model.final_act, nn.Sequential)
-    assert isinstance(model.final_act[0], nn.BatchNorm2d) and model.final_act[0].num_features == 64
+    assert isinstance(model.final_act[0], nn.BatchNorm2d)
+    assert model.final_act[0].num_features == model.num_features
+
+
+def test_relu_preact_first_unit(randomize_bn):
+    """ReLU-only pre-activation: the stem's conv-BN-ReLU is the first activation, so the
+    first unit's own ReLU would be a no-op; later units keep theirs on the branch only."""
+    model = randomize_bn(create_model("resnet20", unit="relu_preact"), seed=4).eval()
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.final_act, nn.ReLU)
+    assert model.layer1[0].preact == "none"
+    assert all(b.preact == "residual" for s in model.stages for b in s if b is not
+               model.layer1[0])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = model(x)
+        model.layer1[0].preact = "both"  # ReLU of a ReLU output: the same net
+        torch.testing.assert_close(model(x), got, rtol=0, atol=0)
+
+
+def test_non_preact_nets_keep_a_post_activation_stem():
     original = create_model("resnet110")
     assert isinstance(original.bn1, nn.BatchNorm2d) and isinstance(original.final_act, nn.Identity)
-    assert isinstance(create_model("resnet20", unit="relu_preact").final_act, nn.ReLU)
+    assert all(b.preact == "residual" for s in original.stages for b in s)
+
+
+def test_zero_init_last_refused_for_plain_nets():
+    from resnets.errors import UserError
+
+    for name in ("plain20", "plain34"):
+        with pytest.raises(UserError, match="residual=False.*Drop zero_init_last"):
+            create_model(name, zero_init_last=True)
+    with pytest.raises(UserError, match="constant|same logits"):
+        create_model("resnet20", residual=False, zero_init_last=True)
+    assert create_model("resnet20", zero_init_last=True) is not None  # residual: fine
 
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -10,6 +10,7 @@ from torch import nn
 
 import resnets
 from resnets import count_params, create_model, list_models, model_info
+from resnets.models import Bottleneck, ShortcutA
 
 # ImageNet nets are fully convolutional up to the adaptive pool, so 64x64 exercises every layer
 # (layer4 sees 2x2) at a fraction of the 224x224 cost.
@@ -49,7 +50,8 @@ def _paper_depth(model: nn.Module) -> int:
 @pytest.mark.parametrize("name", list_models())
 def test_depth_matches_name(name):
     info = model_info(name)
-    assert name.endswith(str(info.depth))
+    # The depth ends the name; the option-A ImageNet nets of Table 2 add "_a".
+    assert name.removesuffix("_a").endswith(str(info.depth))
     assert _paper_depth(create_model(name)) == info.depth
 
 
@@ -114,3 +116,62 @@ def test_plain_imagenet_equals_option_a():
 def test_tiny_model_exists_for_fast_tests():
     assert "resnet8" in resnets.list_models("cifar")
     assert count_params(create_model("resnet8")) == _cifar_basic_params(1)
+
+
+def test_option_a_imagenet_nets_of_table2():
+    """resnet18_a / resnet34_a: Table 2's ResNets, option A, no extra parameters."""
+    for depth, plain_count in ((18, 11_515_688), (34, 21_623_848)):
+        a = create_model(f"resnet{depth}_a")
+        assert count_params(a) == count_params(create_model(f"plain{depth}")) == plain_count
+        # option B's projections (+BN) are the whole difference to resnetNN
+        assert count_params(create_model(f"resnet{depth}")) - plain_count == {
+            18: 173_824, 34: 173_824}[depth]
+        downsamples = [b.downsample for s in a.stages for b in s if b.downsample is not None]
+        assert len(downsamples) == 3 and all(isinstance(d, ShortcutA) for d in downsamples)
+        info = model_info(f"resnet{depth}_a")
+        assert (info.family, info.depth) == ("imagenet", depth)
+        assert "option A" in info.description
+    # Same layers and names as the plain twin: their state dicts are interchangeable.
+    a, plain = create_model("resnet34_a"), create_model("plain34")
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64)
+    a.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(a.eval()(x), plain.eval()(x))  # but the shortcuts add
+
+
+# 1603.05027 section 4.2 / Table 2-3: ResNet-164 1.7M, ResNet-1001 10.2M parameters.
+BOTTLENECK_PARAMS = {164: (1_704_154, 1.7), 1001: (10_328_602, 10.2)}
+
+
+@pytest.mark.parametrize("depth", list(BOTTLENECK_PARAMS))
+def test_cifar_bottleneck_nets_params(depth):
+    exact, paper = BOTTLENECK_PARAMS[depth]
+    for name in (f"resnet{depth}", f"preact_resnet{depth}"):
+        model = create_model(name)
+        assert count_params(model) == exact, name
+        # The paper rounds to 0.1M; ours is 10.33M for 1001 (projection BNs and fc included).
+        assert abs(exact / 1e6 - paper) < 0.15
+        assert all(isinstance(b, Bottleneck) for s in model.stages for b in s)
+        assert [len(s) for s in model.stages] == [(depth - 2) // 9] * 3
+        assert model.num_features == 256
+    assert create_model(f"resnet{depth}").layer1[0].unit == "original"
+
+
+@pytest.mark.parametrize("depth", [110, 164])
+def test_all_five_unit_orders_exist(depth):
+    """1603.05027 Table 2 compares five unit orders at ResNet-110 and ResNet-164."""
+    from resnets.models import UNITS
+
+    x = torch.randn(2, 3, 32, 32)
+    for unit in UNITS:
+        model = create_model(f"resnet{depth}", unit=unit).eval()
+        assert all(b.unit == unit for s in model.stages for b in s)
+        assert _paper_depth(model) == depth
+        with torch.no_grad():
+            assert model(x).shape == (2, 10)
+    # The registered pre-activation net is the full_preact unit order of the same net.
+    same = create_model(f"resnet{depth}", unit="full_preact").state_dict()
+    preact = create_model(f"preact_resnet{depth}").state_dict()
+    assert {k: v.shape for k, v in same.items()} == {k: v.shape for k, v in preact.items()}

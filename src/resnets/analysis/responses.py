@@ -22,16 +22,16 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     """``(name, BN)`` for every 3x3 conv whose BN directly follows it, in forward order.
 
     Includes the CIFAR stem (a 3x3 conv + BN); an ImageNet 7x7 stem is not a 3x3 layer.
+    Empty when the blocks have no such layer (pre-activation, BN after addition): every net
+    has a conv-BN stem, but the stem alone is no Fig. 7 curve.
     """
-    layers = []
-    stem = getattr(model, "conv1", None)
-    if isinstance(stem, nn.Conv2d) and stem.kernel_size == (3, 3) and isinstance(
-            getattr(model, "bn1", None), nn.BatchNorm2d):
-        layers.append(("bn1", model.bn1))
     names = {m: n for n, m in model.named_modules()}
-    for module in model.modules():
-        if isinstance(module, ResidualUnit):
-            layers += [(names[bn], bn) for bn in module.response_norms()]
+    layers = [(names[bn], bn) for module in model.modules() if isinstance(module, ResidualUnit)
+              for bn in module.response_norms()]
+    stem = getattr(model, "conv1", None)
+    if layers and isinstance(stem, nn.Conv2d) and stem.kernel_size == (3, 3) and isinstance(
+            getattr(model, "bn1", None), nn.BatchNorm2d):
+        layers.insert(0, ("bn1", model.bn1))
     return layers
 
 

@@ -305,9 +305,10 @@ def train_transform(
     before normalization because the eigenvalues are in [0, 1] pixel units (fb.resnet.torch
     orders them the same way).
 
-    Deviation from the paper: it subtracts the per-pixel mean image; here, as in the authors'
-    later Torch release and torchvision, the per-channel ImageNet mean is subtracted and the
-    result divided by the per-channel std (`IMAGENET_MEAN`, `IMAGENET_STD`).
+    Deviation from the paper: it subtracts the per-pixel mean image; here, as in
+    fb.resnet.torch (Facebook's re-implementation) and torchvision, the per-channel ImageNet
+    mean is subtracted and the result divided by the per-channel std (`IMAGENET_MEAN`,
+    `IMAGENET_STD`).
 
     Smaller sizes serve tests and small data, e.g. ``train_transform(32, (32, 60))``.
     """

@@ -17,6 +17,18 @@ cover every block of the paper through arguments instead of forked copies:
   full_preact         BN-ReLU-conv ... BN-ReLU-conv                      nothing
   ==================  =================================================  ===========
 
+For the two pre-activation units, ``preact`` says where the unit's own pre-activation
+(``full_preact``: BN-ReLU, ``relu_preact``: ReLU) sits, following 1603.05027's appendix and
+the public code for it: KaimingHe/resnet-1k-layers (the authors' ResNet-164/1001) and
+``preresnet.lua`` of fb.resnet.torch (Facebook's re-implementation, which the authors'
+later releases build on):
+
+* ``"residual"``: on the residual branch only; the shortcut sees the raw input (most units).
+* ``"both"``: before the split, so the shortcut sees the activated input too (the first unit
+  of a stage, where the shortcut subsamples and/or projects).
+* ``"none"``: no own pre-activation; the input is already activated (the first unit of the
+  net, right after the stem's conv-BN-ReLU).
+
 Layer names (``conv1``, ``bn1``, ..., ``downsample``) follow torchvision so that the state dicts
 of the ``original`` unit with option B load into and from torchvision unchanged.
 """
@@ -39,6 +51,8 @@ UNITS: tuple[str, ...] = (
     "full_preact",
 )
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
+PREACT_UNITS: tuple[str, ...] = ("relu_preact", "full_preact")
+PREACT_PLACES: tuple[str, ...] = ("residual", "both", "none")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -106,18 +120,34 @@ class ResidualUnit(nn.Module):
         shortcut: str,
         residual: bool,
         unit: str,
+        preact: str | None,
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
         self.unit = unit
         self.residual = residual
+        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, residual)
+        if preact is None:
+            # A lone full pre-activation unit that changes dimensions activates before the
+            # split, as the first unit of a stage does in the reference code (module docstring).
+            both = unit == "full_preact" and self.downsample is not None
+            preact = "both" if both else "residual"
+        if preact not in PREACT_PLACES:
+            raise ValueError(f"preact must be one of {PREACT_PLACES}, got {preact!r}")
+        if unit not in PREACT_UNITS and preact != "residual":
+            raise ValueError(f"preact={preact!r} needs a pre-activation unit {PREACT_UNITS}, "
+                             f"not {unit!r}")
+        self.preact = preact
         for i, conv in enumerate(convs, start=1):
             setattr(self, f"conv{i}", conv)
+            if unit == "full_preact" and i == 1 and preact == "none":
+                # The stem's BN-ReLU is this unit's pre-activation: no BN of its own.
+                setattr(self, f"bn{i}", nn.Identity())
+                continue
             # Pre-activation normalizes a conv's input; every other unit its output.
             ch = conv.in_channels if unit == "full_preact" else conv.out_channels
             setattr(self, f"bn{i}", nn.BatchNorm2d(ch))
         self.num_convs = len(convs)
-        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, residual)
         self.relu = nn.ReLU(inplace=True)
 
     def _layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
@@ -128,20 +158,19 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H', W')
         unit = self.unit
-        identity = x
-        out = x
         layers = self._layers()
-        for i, (conv, bn) in enumerate(layers):
-            last = i == len(layers) - 1
-            if unit == "full_preact":
-                out = F.relu(bn(out))
-                if i == 0 and isinstance(self.downsample, nn.Sequential):
-                    # A projection sees the pre-activated input, as in the authors' release.
-                    identity = out
-                out = conv(out)
-            elif unit == "relu_preact":
-                out = bn(conv(F.relu(out)))
-            else:
+        if unit in PREACT_UNITS:
+            out = self._pre_activate(x, layers[0][1])
+            identity = out if self.preact == "both" else x
+            for i, (conv, bn) in enumerate(layers):
+                if unit == "full_preact":  # BN-ReLU-conv
+                    out = conv(F.relu(bn(out)) if i else out)
+                else:  # relu_preact: ReLU-conv-BN
+                    out = bn(conv(F.relu(out) if i else out))
+        else:
+            identity = out = x
+            for i, (conv, bn) in enumerate(layers):
+                last = i == len(layers) - 1
                 out = conv(out)
                 if not (last and unit == "bn_after_add"):
                     out = bn(out)
@@ -153,6 +182,12 @@ class ResidualUnit(nn.Module):
         if self.downsample is not None:
             identity = self.downsample(identity)
         return self._after_add(out + identity, layers)
+
+    def _pre_activate(self, x: torch.Tensor, bn1: nn.Module) -> torch.Tensor:
+        """The unit's own pre-activation of its input (nothing when ``preact="none"``)."""
+        if self.preact == "none":
+            return x
+        return F.relu(bn1(x) if self.unit == "full_preact" else x)
 
     def _after_add(self, out: torch.Tensor, layers) -> torch.Tensor:
         if self.unit == "original":
@@ -194,11 +229,12 @@ class BasicBlock(ResidualUnit):
         residual: bool = True,
         unit: str = "original",
         stride_in_1x1: bool = True,  # accepted for a uniform signature; no 1x1 here
+        preact: str | None = None,
     ):
         super().__init__()
         out_ch = width * self.expansion
         convs = [conv3x3(in_ch, width, stride), conv3x3(width, out_ch)]
-        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit)
+        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit, preact)
 
 
 class Bottleneck(ResidualUnit):
@@ -221,9 +257,10 @@ class Bottleneck(ResidualUnit):
         residual: bool = True,
         unit: str = "original",
         stride_in_1x1: bool = True,
+        preact: str | None = None,
     ):
         super().__init__()
         out_ch = width * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         convs = [conv1x1(in_ch, width, s1), conv3x3(width, width, s3), conv1x1(width, out_ch)]
-        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit)
+        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit, preact)

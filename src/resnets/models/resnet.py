@@ -13,10 +13,24 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .blocks import SHORTCUTS, UNITS, BasicBlock, Bottleneck
 
 Stem = Literal["imagenet", "cifar"]
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def _preact_place(unit: str, *, first_stage: bool, first_block: bool) -> str | None:
+    """Where a block's own pre-activation goes (see `resnets.models.blocks`)."""
+    if unit not in ("full_preact", "relu_preact"):
+        return None
+    if first_stage and first_block:
+        return "none"  # the stem's BN-ReLU (ReLU) already activated the input
+    if unit == "full_preact" and first_block:
+        # Both paths see the activated input, whatever the shortcut option: fb.resnet.torch's
+        # "both_preact" and the common BN-ReLU of resnet-1k-layers' widening units.
+        return "both"
+    return "residual"
 
 
 class ResNet(nn.Module):
@@ -35,7 +49,15 @@ class ResNet(nn.Module):
         num_classes: size of the final fc layer.
         in_chans: input image channels.
         zero_init_last: start every residual branch at zero (a common recipe tweak; off in
-            the paper).
+            the paper). Residual nets only: a plain net would output a constant.
+
+    Pre-activation nets (``unit="full_preact"`` or ``"relu_preact"``) follow the appendix of
+    1603.05027 and its public code (see `resnets.models.blocks`) at both ends: the stem is
+    conv-BN-ReLU (then max pool for ImageNet) and is the "first activation right after
+    conv1, before splitting into two paths", so ``layer1[0]`` has no pre-activation of its
+    own and its shortcut sees the activated stem output; with ``full_preact`` the first unit
+    of every later stage activates before the split (both paths see it); a final BN-ReLU
+    (ReLU for ``relu_preact``) follows the last addition.
     """
 
     def __init__(
@@ -67,17 +89,27 @@ class ResNet(nn.Module):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must match")
         if num_classes < 1 or in_chans < 1:
             raise ValueError("num_classes and in_chans must be positive")
+        if zero_init_last and not residual:
+            raise UserError(
+                "zero_init_last=True zeroes the last BN (or conv) of every block; without "
+                "shortcuts (residual=False) nothing else carries the signal, so the net would "
+                "output the same logits for every input. Drop zero_init_last (or "
+                "--zero-init-last) for plain nets, or use a residual net.")
         block_cls = BLOCKS[block]
         self.unit = unit
         preact = unit == "full_preact"
 
-        # Stem. Pre-activation blocks normalize their own input, so their stem is a bare conv.
+        # Stem: conv-BN-ReLU for every unit. For full_preact this BN-ReLU is the first unit's
+        # pre-activation, moved before the split (and, for ImageNet, before the max pool, where
+        # fb.resnet.torch's preresnet.lua has it). relu_preact needs nothing else: its units'
+        # pre-activation is a ReLU alone, which the stem ends with, and its convs are followed
+        # by BN as the stem's is; so its first unit only skips a ReLU that would be a no-op.
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
         else:
             self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_width)
-        self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         in_ch = stem_width
@@ -95,6 +127,7 @@ class ResNet(nn.Module):
                         residual=residual,
                         unit=unit,
                         stride_in_1x1=stride_in_1x1,
+                        preact=_preact_place(unit, first_stage=i == 0, first_block=j == 0),
                     )
                 )
                 in_ch = width * block_cls.expansion

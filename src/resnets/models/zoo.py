@@ -1,8 +1,18 @@
 """The registered networks of PAPER.md: ImageNet (Table 1) and CIFAR-10 (Sec. 4.2) families.
 
-ImageNet nets default to shortcut option B (the paper's main ImageNet choice), CIFAR nets to
-option A (so residual and plain twins have identical parameters). Every builder takes the
-`ResNet` keyword arguments as overrides, e.g. ``create_model("resnet50", stride_in_1x1=False)``.
+Shortcut options, as the paper uses them:
+
+* ImageNet ``resnetNN`` default to option B: the paper's choice for the bottleneck nets
+  (ResNet-50/101/152) and torchvision's layout (its weights need it). The ResNet-18/34 of
+  Table 2 and Fig. 4, compared with plain-18/34, use option A (no extra parameters): those
+  are ``resnet18_a`` and ``resnet34_a`` (Table 3 compares A, B and C on ResNet-34; ``shortcut=``
+  picks any of them).
+* CIFAR nets use option A (so residual and plain twins have identical parameters), except
+  the bottleneck nets of 1603.05027 (ResNet-164/1001), whose first unit widens 16 -> 64
+  channels: they use projections where dimensions change (option B), as that paper's code does.
+
+Every builder takes the `ResNet` keyword arguments as overrides, e.g.
+``create_model("resnet50", stride_in_1x1=False)``.
 """
 
 from __future__ import annotations
@@ -40,11 +50,11 @@ def cifar_resnet(depth: int, *, block: str = "basic", **kwargs) -> ResNet:
     return ResNet(**cfg)
 
 
-def _imagenet(depth: int, prefix: str, description: str, **fixed):
+def _imagenet(depth: int, prefix: str, description: str, suffix: str = "", **fixed):
     def builder(**kwargs) -> ResNet:
         return imagenet_resnet(depth, **{**fixed, **kwargs})
 
-    builder.__name__ = f"{prefix}{depth}"
+    builder.__name__ = f"{prefix}{depth}{suffix}"
     builder.__doc__ = description
     return register_model(family="imagenet", depth=depth, description=description)(builder)
 
@@ -61,6 +71,8 @@ def _cifar(depth: int, prefix: str, description: str, **fixed):
 for _d in (18, 34, 50, 101, 152):
     _imagenet(_d, "resnet", f"ResNet-{_d} (Table 1), option B")
 for _d in (18, 34):
+    _imagenet(_d, "resnet", f"ResNet-{_d} of Table 2 / Fig. 4: option A, no extra parameters "
+              f"(same count as plain-{_d})", suffix="_a", shortcut="A")
     _imagenet(_d, "plain", f"plain-{_d}: ResNet-{_d} without shortcuts", residual=False)
 for _d in (18, 34, 50, 101, 152, 200):
     _imagenet(_d, "preact_resnet", f"pre-activation ResNet-{_d} (1603.05027)", unit="full_preact")
@@ -71,8 +83,12 @@ for _d in (20, 32, 44, 56, 110, 1202):
 for _d in (20, 32, 44, 56, 110):
     _cifar(_d, "plain", f"CIFAR plain-{_d} (Fig. 6 left)", residual=False)
 _cifar(110, "preact_resnet", "CIFAR pre-activation ResNet-110 (basic)", unit="full_preact")
-# The bottleneck pre-activation nets use projections where dimensions change, as in the
-# authors' release for 1603.05027 (their first block widens 16 -> 64 channels).
+# The bottleneck nets of 1603.05027 use projections where dimensions change, as in the
+# authors' code for that paper (KaimingHe/resnet-1k-layers; the first unit widens 16 -> 64).
+# The original-unit twins make all five unit orders of Table 2 exist at 110 and 164:
+# create_model("resnet164", unit=...) is preact_resnet164 for unit="full_preact".
 for _d in (164, 1001):
+    _cifar(_d, "resnet", f"CIFAR ResNet-{_d} (bottleneck, 9n+2), original unit, option B",
+           block="bottleneck", shortcut="B")
     _cifar(_d, "preact_resnet", f"CIFAR pre-activation ResNet-{_d} (bottleneck, 9n+2)",
            block="bottleneck", unit="full_preact", shortcut="B")

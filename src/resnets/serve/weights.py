@@ -348,8 +348,9 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 
 
 def _check_model_name(name: str) -> None:
-    # torchvision's and timm's plain ResNets match resnets' ImageNet family, and only it.
-    plain = [n for n in list_models("imagenet") if n.startswith("resnet")]
+    # torchvision's and timm's plain ResNets match resnets' option-B ImageNet nets, and only
+    # them (not the option-A resnet18_a / resnet34_a).
+    plain = [n for n in list_models("imagenet") if n.startswith("resnet") and n[6:].isdigit()]
     if name not in plain:
         raise CheckpointError(f"model {name!r} is not one of the ResNets whose torchvision / "
                               f"timm weights resnets can load ({', '.join(plain)}).")
