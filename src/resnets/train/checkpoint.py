@@ -374,8 +374,9 @@ def rotate_and_save(run_dir: str | os.PathLike, **kwargs) -> Path:
         os.replace(new, last)
         _fsync_dir(run_dir)
     except OSError as e:
-        raise _write_error(last, e, f"the new checkpoint is complete in {new}, which "
-                                    f"--resume auto reads.") from None
+        kept = (f"the new checkpoint is complete in {new}, which --resume auto reads."
+                if new.exists() else f"{last} holds the new checkpoint.")
+        raise _write_error(last, e, kept) from None
     return last
 
 

@@ -4,6 +4,7 @@ progress bar (or plain log lines with --quiet), and the error-curve PNG at the e
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,15 @@ class RunLogger:
         self.quiet = quiet
         record = {"config": cfg.to_dict(), "run": describe, "versions": versions()}
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-        self.metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        path = out / "metrics.jsonl"
+        torn = False
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+        self.metrics = open(path, "a")  # noqa: SIM115 (closed in close())
+        if torn:  # a line cut short by a crash: end it, so the next row stays a line of its own
+            self.metrics.write("\n")
         # purge_step drops events a crashed run wrote after its last checkpoint.
         self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start or None)
         # Each stretch of training (start or resume) records where it ran: a long run may
@@ -84,6 +93,8 @@ class RunLogger:
         self.bar.update(0)
 
     def close(self, finished: bool) -> None:
+        """Close the logs and draw the curves; ``finished``: the schedule ran to its end, and
+        only then is "done" printed (not after a stop, a crash or a full disk)."""
         if not self.enabled:
             return
         self.metrics.close()
@@ -92,7 +103,12 @@ class RunLogger:
             self.bar.close()
         from ..analysis.curves import plot_run
 
-        png = plot_run(self.out)
+        try:
+            png = plot_run(self.out)
+        except (OSError, ValueError, KeyError) as e:
+            # The figure is a convenience: failing to draw it must not hide how training ended.
+            self.message(f"could not draw the training curves in {self.out} ({e}).")
+            png = None
         if finished:
-            self.message(f"done: checkpoints, metrics.jsonl, tensorboard/ and {png.name} in "
-                         f"{self.out}")
+            files = "checkpoints, metrics.jsonl, tensorboard/" + (f" and {png.name}" if png else "")
+            self.message(f"done: {files} in {self.out}")
