@@ -11,10 +11,13 @@ def register(sub) -> None:
         description="Evaluate a checkpoint. --split val re-creates the checkpoint run's "
                     "held-out split (same --val-split and seed) from the training images of "
                     "--data; --split test needs a source with a test split (the official "
-                    "release, or a folder with test/).")
+                    "release, or a folder with test/). A checkpoint without a training config "
+                    "(imported weights, e.g. from `resnets import`) needs --data, and --split "
+                    "train means every training image of it.")
     p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
     p.add_argument("--data", default=None,
-                   help="dataset source (default: the one the checkpoint was trained on)")
+                   help="dataset source (default: the one the checkpoint was trained on; "
+                        "required for imported weights)")
     p.add_argument("--split", choices=["test", "val", "train"], default="val")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")

@@ -14,10 +14,17 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
     """``(images, labels, source)`` of ``split`` of ``data`` (default: the checkpoint's own data).
 
     ``val`` and ``train`` re-create the checkpoint run's held-out split (same size and seed).
-    The data's classes must be the checkpoint's.
+    A checkpoint without a training config (imported weights, kind ``"weights"``) was never
+    trained here: ``data`` must be given, ``train`` is every training image of it and
+    ``test`` its test split; it has no ``val`` split. The data's classes must be the
+    checkpoint's.
     """
-    cfg = meta["config"]
-    source = data if data is not None else cfg.get("data")
+    cfg = meta.get("config")
+    if cfg is None:
+        source = _untrained_source(meta, data, split)
+        cfg = {}
+    else:
+        source = data if data is not None else cfg.get("data")
     image_set = load_image_set(source, split="test" if split == "test" else "train",
                                cache_dir=cache_dir or cfg.get("cache_dir"))
     if list(image_set.classes) != list(meta["classes"]):
@@ -26,7 +33,7 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
             f"the checkpoint's ({', '.join(meta['classes'])}). Evaluate on data with the same "
             f"class folders, or fine-tune the checkpoint on this data first.")
     images, labels = image_set.images, image_set.labels
-    if split != "test":
+    if split != "test" and cfg:
         train_idx, val_idx = split_indices(len(labels), cfg["val_split"], cfg["seed"])
         idx = val_idx if split == "val" else train_idx
         if len(idx) == 0:
@@ -34,6 +41,21 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
                             " use --split test or --split train.")
         images, labels = images[idx], labels[idx]
     return images, labels, image_set.source
+
+
+def _untrained_source(meta: dict, data: str | None, split: str) -> str:
+    """``data`` for a checkpoint that records no training run, or a `DataError` with the fix."""
+    what = (f"this {meta.get('kind', 'weights')} checkpoint of {meta.get('model', 'a model')} "
+            f"has no training config (e.g. written by `resnets import`)")
+    if data is None:
+        raise DataError(f"{what}, so it names no dataset: give --data SOURCE, a dataset with "
+                        f"its {len(meta.get('classes', []))} classes "
+                        f"({', '.join(meta.get('classes', [])[:4])}, ...).")
+    if split == "val":
+        raise DataError(f"{what}, so there is no held-out val split to re-create: use "
+                        f"--split test (the test split of --data) or --split train (every "
+                        f"training image of --data).")
+    return data
 
 
 def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str = "val",
@@ -81,7 +103,7 @@ def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device
     from ..data.folder import FolderDataset
     from .protocols import evaluate_protocol, protocol_for_size
 
-    root = data if data is not None else meta["config"].get("data")
+    root = data if data is not None else (meta.get("config") or {}).get("data")
     if root is None:
         raise DataError("an ImageNet-family checkpoint needs --data ROOT, a folder holding "
                         f"{split}/<class>/<images>.")

@@ -93,8 +93,8 @@ class ResNet(nn.Module):
             raise UserError(
                 "zero_init_last=True zeroes the last BN (or conv) of every block; without "
                 "shortcuts (residual=False) nothing else carries the signal, so the net would "
-                "output the same logits for every input. Drop zero_init_last (or "
-                "--zero-init-last) for plain nets, or use a residual net.")
+                "output the same logits for every input. Drop zero_init_last for plain nets, "
+                "or build the residual net (residual=True).")
         block_cls = BLOCKS[block]
         self.unit = unit
         preact = unit == "full_preact"

@@ -1,0 +1,103 @@
+"""`resnets eval` / `resnets analyze responses` on every kind of checkpoint the package
+writes: a training checkpoint (last), the best weights, and weights without a training
+config (what `resnets import` writes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.errors import DataError
+from resnets.eval.run import evaluate_checkpoint
+from resnets.serve.weights import ImportedWeights
+from resnets.train.checkpoint import load_checkpoint, read_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
+N_IMAGES, N_VAL = 240, 40  # the colour folder of tests/conftest.py; the runs' held-out split
+
+
+@pytest.fixture(scope="module")
+def checkpoints(color_folder, tmp_path_factory):
+    """``{"last": path, "best": path, "imported": path}`` from one 10-iteration resnet8 run."""
+    from resnets.train.config import resolve_config
+    from resnets.train.loop import Trainer
+
+    root = tmp_path_factory.mktemp("eval-run")
+    cfg = resolve_config("cifar10-paper", model="resnet8", data=str(color_folder),
+                         cache_dir=str(root / "cache"), iterations=10, milestones=[8],
+                         batch_size=16, val_split=N_VAL, lr=0.05, log_every=5, eval_every=5,
+                         save_every=5, device="cpu", deterministic=True)
+    Trainer(cfg, root / "run", quiet=True).fit()
+    best = root / "run" / "best.safetensors"
+    model, meta = load_checkpoint(best)
+    # What an importer writes: the net, its classes and normalization; no training record.
+    keep = ("model", "model_kwargs", "classes", "normalization", "image_size")
+    record = {"kind": "weights", **{k: meta[k] for k in keep},
+              "source": {"format": "test", "weights": str(best)}}
+    imported = ImportedWeights(model, record).save(root / "imported.safetensors")
+    assert "config" not in read_checkpoint(imported).meta
+    return {"last": root / "run" / "last.safetensors", "best": best, "imported": imported}
+
+
+def _total(res: dict) -> torch.Tensor:
+    return torch.tensor(res["confusion"])
+
+
+def test_every_checkpoint_evaluates(checkpoints, color_folder):
+    res = {kind: evaluate_checkpoint(str(path), data=str(color_folder), split="train",
+                                     device="cpu", batch_size=64)
+           for kind, path in checkpoints.items()}
+    # Trained checkpoints re-create their run's split; imported weights see every image.
+    assert res["last"]["n"] == res["best"]["n"] == N_IMAGES - N_VAL
+    assert res["imported"]["n"] == N_IMAGES
+    for r in res.values():
+        assert 0 <= r["top1_error"] <= 1 and r["top5_error"] <= r["top1_error"]
+        assert int(_total(r).sum()) == r["n"]
+    # The imported copy of best: its all-image confusion is best's train + val confusions.
+    val = evaluate_checkpoint(str(checkpoints["best"]), split="val", device="cpu")
+    assert val["n"] == N_VAL and val["data_source"] == res["best"]["data_source"]
+    assert torch.equal(_total(res["imported"]), _total(res["best"]) + _total(val))
+
+
+def test_imported_weights_need_data_and_have_no_val_split(checkpoints, color_folder):
+    path = str(checkpoints["imported"])
+    with pytest.raises(DataError, match="no training config.*give --data"):
+        evaluate_checkpoint(path, split="train", device="cpu")
+    with pytest.raises(DataError, match="no held-out val split.*--split test.*--split train"):
+        evaluate_checkpoint(path, data=str(color_folder), split="val", device="cpu")
+
+
+def test_eval_cli_on_imported_weights(checkpoints, color_folder, capsys):
+    argv = ["eval", "--checkpoint", str(checkpoints["imported"]), "--data", str(color_folder),
+            "--split", "train", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == N_IMAGES and res["model"] == "resnet8"
+    # Without --data: a clear one-paragraph error, no KeyError traceback.
+    assert main(["eval", "--checkpoint", str(checkpoints["imported"]), "--split", "train",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "give --data" in err and "KeyError" not in err
+
+
+def test_analyze_responses_on_every_checkpoint(checkpoints, color_folder, tmp_path, capsys):
+    out = tmp_path / "responses"
+    argv = ["analyze", "responses", "--data", str(color_folder), "--split", "train",
+            "--device", "cpu", "--out", str(out)]
+    for path in checkpoints.values():
+        argv += ["--checkpoint", str(path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((out / "responses.json").read_text())["results"]
+    assert [r["n"] for r in results] == [N_IMAGES - N_VAL, N_IMAGES - N_VAL, N_IMAGES]
+    # resnet8: the stem and two 3x3 layers in each of its three blocks.
+    assert all(len(r["layers"]) == 7 for r in results)
+    # best and its imported copy hold the same net: same responses on their shared images.
+    assert results[1]["model_kwargs"] == results[2]["model_kwargs"]
+    assert (out / "responses.png").is_file()
+    assert main(["analyze", "responses", "--checkpoint", str(checkpoints["imported"]),
+                 "--device", "cpu", "--split", "train", "--out", str(out)]) == 2
+    assert "give --data" in capsys.readouterr().err
