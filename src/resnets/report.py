@@ -20,6 +20,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .analysis.curves import read_metrics
 from .errors import UserError
 from .train.checkpoint import versions
 
@@ -119,7 +120,7 @@ def _responses(d: Path, md_base: Path) -> Section:
 
 def _run(d: Path, md_base: Path) -> Section:
     cfg = json.loads((d / "config.json").read_text())
-    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+    rows = read_metrics(d)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
     c, run = cfg["config"], cfg["run"]

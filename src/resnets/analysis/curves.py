@@ -7,10 +7,25 @@ from pathlib import Path
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl`` (train, val and segment records), in order.
+
+    The one reader of that file. A line that is not a complete record is skipped: the last
+    line of a process killed mid-write, or of a full disk, is torn, and a run must still be
+    resumable, plottable and reportable.
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("kind"), str) and isinstance(
+                row.get("iteration"), int | float):
+            rows.append(row)
+    return rows
 
 
 def _draw(ax, runs: dict[str, list[dict]], title: str) -> None:
@@ -26,7 +41,8 @@ def _draw(ax, runs: dict[str, list[dict]], title: str) -> None:
     ax.set_ylabel("error (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a run stopped before its first log line has none
+        ax.legend(fontsize=8)
 
 
 def plot_panels(panels: dict[str, dict[str, list[dict]]], path: str | Path,

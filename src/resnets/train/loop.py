@@ -209,6 +209,8 @@ class Trainer:
                 self._lock = prepare_out_dir(self.out, resume=resume, overwrite=overwrite)
                 ckpt = self._find_resume(resume)
                 remove_stale_temporaries(self.out)
+                if resume == "auto" and ckpt is None:
+                    self._truncate_metrics(0)  # killed before its first save: start it over
                 resume_path = self.resumed_from
             except UserError as e:
                 failure = e
@@ -446,18 +448,13 @@ class Trainer:
 
     def _truncate_metrics(self, iteration: int) -> None:
         """Drop log lines written after the checkpoint: the resumed run writes them again."""
+        from ..analysis.curves import read_metrics
+
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # blank, or torn by a process killed while writing it
-            if row["iteration"] <= iteration:
-                keep.append(line)
-        path.write_text("".join(line + "\n" for line in keep))
+        keep = [row for row in read_metrics(self.out) if row["iteration"] <= iteration]
+        path.write_text("".join(json.dumps(row) + "\n" for row in keep))
 
     # ------------------------------------------------------------------- the loop
     def lr(self) -> float:
