@@ -142,3 +142,26 @@ def trained(tiny_train_args, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
     assert main(tiny_train_args(out)) == 0
     return out
+
+
+def rewrite_metadata(src: Path, dst: Path, change: Callable[[dict], object]) -> Path:
+    """Copy the checkpoint ``src`` to ``dst`` with its JSON record replaced by ``change(record)``
+    (which may edit the dict in place and return None, or return any JSON value)."""
+    import json
+
+    data = src.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    record = json.loads(header["__metadata__"]["resnets"])
+    new = change(record)
+    header["__metadata__"]["resnets"] = json.dumps(record if new is None else new)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors keeps the data 8-byte aligned
+    dst.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
+    return dst
+
+
+@pytest.fixture(scope="session")
+def with_metadata():
+    """`rewrite_metadata` for test modules (conftest is not importable under importlib mode)."""
+    return rewrite_metadata

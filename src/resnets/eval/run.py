@@ -11,7 +11,7 @@ from .evaluate import evaluate
 
 def checkpoint_split(meta: dict, *, data: str | None, split: str,
                      cache_dir: str | None = None) -> tuple:
-    """``(images, labels, source)`` of ``split`` of ``data`` (default: the checkpoint's own data).
+    """``(images, labels, source)`` of ``split`` of ``data`` (default: CIFAR-10 via torchvision).
 
     ``val`` and ``train`` re-create the checkpoint run's held-out split (same size and seed).
     A checkpoint without a training config (imported weights, kind ``"weights"``) was never
@@ -24,9 +24,11 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
         source = _untrained_source(meta, data, split)
         cfg = {}
     else:
-        source = data if data is not None else cfg.get("data")
+        # Paths come from the user (--data, --cache-dir, $RESNETS_CACHE), never from the file
+        # being read: a checkpoint's config.data / cache_dir are a record, not a place to go.
+        source = data
     image_set = load_image_set(source, split="test" if split == "test" else "train",
-                               cache_dir=cache_dir or cfg.get("cache_dir"))
+                               cache_dir=cache_dir)
     if list(image_set.classes) != list(meta["classes"]):
         raise DataError(
             f"the classes of {image_set.source} ({', '.join(image_set.classes)}) do not match "
@@ -103,7 +105,7 @@ def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device
     from ..data.folder import FolderDataset
     from .protocols import evaluate_protocol, protocol_for_size
 
-    root = data if data is not None else (meta.get("config") or {}).get("data")
+    root = data  # paths come from the user, never from the checkpoint being read
     if root is None:
         raise DataError("an ImageNet-family checkpoint needs --data ROOT, a folder holding "
                         f"{split}/<class>/<images>.")
