@@ -21,10 +21,11 @@ def _commands():
         predict,
         report,
         train,
+        weights,
     )
 
-    return [models, train, evaluate, experiment, analyze, report, predict, import_weights, export,
-            bench]
+    return [models, weights, train, evaluate, experiment, analyze, report, predict,
+            import_weights, export, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: one paragraph the user can act on, no traceback.
         print(f"resnets {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`resnets models | head`): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130

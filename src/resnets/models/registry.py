@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import UserError
+from .pretrained import get_weights, load_pretrained
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,20 @@ def list_models(family: str | None = None) -> list[str]:
     )
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model; keyword ``overrides`` reach the `ResNet` constructor."""
-    return model_info(name).builder(**overrides)
+def create_model(name: str, *, weights: str | None = None, **overrides) -> nn.Module:
+    """Build a registered model; keyword ``overrides`` reach the `ResNet` constructor.
+
+    ``weights`` loads shipped pretrained weights (``"cifar10"`` or ``"resnet20.cifar10"``;
+    `list_weights()` names them), after checking their sha256; the net is built with the
+    options they were trained with, so ``overrides`` that change its layout are refused."""
+    if weights is None:
+        return model_info(name).builder(**overrides)
+    model_info(name)  # an unknown model name is reported as such, not as unknown weights
+    w = get_weights(weights, model=name)
+    trained = w.meta["model_kwargs"]
+    clash = {k: v for k, v in overrides.items() if k in trained and trained[k] != v}
+    if clash or set(overrides) - set(trained):
+        raise UserError(f"weights {w.name!r} fix the net's options ({trained}); "
+                        f"{overrides} cannot be applied to them. Build without weights, or "
+                        f"load the weights and then change the net (e.g. reset_classifier).")
+    return load_pretrained(model_info(name).builder(**trained), w)

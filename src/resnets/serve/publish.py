@@ -1,0 +1,80 @@
+"""Turn a finished training run into named pretrained weights shipped with the package.
+
+The published file is the run's final (last-iteration) weights, the paper's protocol; `best`
+is chosen on validation data and stays in the run directory. The manifest records the sha256
+and everything `resnets.models.pretrained` promises about a weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from ..analysis.curves import read_metrics
+from ..errors import UserError
+from ..models import count_params, create_model
+from ..models.pretrained import MANIFEST, REQUIRED_META, WEIGHTS_DIR, Weights
+from ..train.checkpoint import FINAL, LAST, read_checkpoint
+
+# How the shared CIFAR-10 copy differs from the original release (see results/README.md).
+SHARED_CIFAR10 = ("CIFAR-10 training images as JPEG (quality about 75, chroma subsampled; "
+                  "the 50k images of the shared cifar10-jpg-train.tar.xz)")
+
+
+def publish_run(run_dir: str | Path, *, name: str, data: str = SHARED_CIFAR10,
+                dest: str | Path | None = None) -> Weights:
+    """Copy ``run_dir``'s final weights to ``dest/<name>.safetensors`` and list them in the
+    manifest (replacing an entry of the same name)."""
+    run_dir, dest = Path(run_dir), Path(dest) if dest is not None else WEIGHTS_DIR
+    model_name, _, dataset = name.partition(".")
+    if not dataset:
+        raise UserError(f"weights are named <model>.<dataset>, e.g. resnet20.cifar10; got "
+                        f"{name!r}.")
+    source = next((run_dir / f for f in (FINAL, LAST) if (run_dir / f).is_file()), None)
+    if source is None:
+        raise UserError(f"{run_dir} holds no {FINAL} or {LAST}: nothing to publish.")
+    ckpt = read_checkpoint(source)
+    meta, cfg = ckpt.meta, ckpt.meta.get("config")
+    if cfg is None or ckpt.iteration < cfg["iterations"]:
+        raise UserError(f"{source} is not a finished training run (iteration "
+                        f"{ckpt.iteration} of {cfg and cfg['iterations']}); publish a run "
+                        f"that reached its last iteration.")
+    if meta["model"] != model_name:
+        raise UserError(f"{run_dir} trained {meta['model']!r}; name its weights "
+                        f"{meta['model']}.{dataset}, not {name!r}.")
+    rows = read_metrics(run_dir)
+    val = [r for r in rows if r["kind"] == "val" and r["iteration"] == ckpt.iteration]
+    train = [r for r in rows if r["kind"] == "train" and r["iteration"] == ckpt.iteration]
+    if not val or not train:
+        raise UserError(f"{run_dir}/metrics.jsonl has no training and validation record at "
+                        f"iteration {ckpt.iteration}; the weights' errors would be unknown.")
+    devices = list(dict.fromkeys(r["device"] for r in rows if r["kind"] == "segment"))
+    record = {
+        "model": meta["model"], "model_kwargs": meta["model_kwargs"], "dataset": dataset,
+        "classes": meta["classes"], "normalization": meta["normalization"],
+        "image_size": meta["image_size"], "recipe": cfg["recipe"], "config": cfg,
+        "iterations": ckpt.iteration, "val_error": val[-1]["val_error"],
+        "val_top5_error": val[-1].get("val_top5_error"),
+        "val_split": f"{cfg['val_split']} images held out of the training set by seed "
+                     f"{cfg['seed']} (never trained on); not the CIFAR-10 test set",
+        "train_error": train[-1]["train_error"],
+        "num_params": count_params(create_model(meta["model"], **meta["model_kwargs"])),
+        "data": data, "device": devices or [meta["device"]],
+        "train_time_s": meta["train_state"]["elapsed_s"], "versions": meta.get("versions"),
+    }
+    missing = [k for k in REQUIRED_META if record.get(k) is None]
+    if missing:
+        raise UserError(f"{source} lacks {', '.join(missing)}; cannot publish it.")
+    dest.mkdir(parents=True, exist_ok=True)
+    file = f"{name}.safetensors"
+    shutil.copyfile(source, dest / file)
+    sha = hashlib.sha256((dest / file).read_bytes()).hexdigest()
+    path = dest / MANIFEST
+    entries = json.loads(path.read_text())["weights"] if path.is_file() else []
+    entries = [e for e in entries if e["name"] != name]
+    entries.append({"name": name, "file": file, "sha256": sha, "meta": record})
+    entries.sort(key=lambda e: e["name"])
+    path.write_text(json.dumps({"weights": entries}, indent=1) + "\n")
+    return Weights(name, file, sha, record, dest)

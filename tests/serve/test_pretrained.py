@@ -1,0 +1,129 @@
+"""Pretrained weights: published from a finished run, loaded by name with their sha256 checked,
+usable from Python, the CLI and torch.hub; shipped ones reproduce their validation error."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnets
+from resnets.cli import main
+from resnets.errors import UserError
+from resnets.models import pretrained
+from resnets.models.pretrained import REQUIRED_META, UnknownWeightsError
+from resnets.serve.publish import publish_run
+from resnets.train.checkpoint import LAST, read_checkpoint
+from resnets.train.config import resolve_config
+from resnets.train.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def finished_run(color_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    cfg = resolve_config("cifar10-paper", model="resnet8", data=str(color_folder),
+                         cache_dir=str(root / "cache"), iterations=6, milestones=[4],
+                         batch_size=16, val_split=40, log_every=3, eval_every=3, save_every=3,
+                         device="cpu")
+    Trainer(cfg, root / "run", quiet=True).fit()
+    return root
+
+
+@pytest.fixture
+def shipped(finished_run, tmp_path, monkeypatch):
+    """The finished run published as ``resnet8.colors`` into a weights directory of its own."""
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "weights")
+    return publish_run(finished_run / "run", name="resnet8.colors", data="colour squares",
+                       dest=tmp_path / "weights")
+
+
+def test_published_weights_carry_complete_metadata_and_their_sha256(shipped, finished_run):
+    assert resnets.list_weights() == ["resnet8.colors"]
+    manifest = json.loads((shipped.root / "manifest.json").read_text())["weights"][0]
+    assert manifest["sha256"] == hashlib.sha256(shipped.path.read_bytes()).hexdigest()
+    meta = manifest["meta"]
+    assert [k for k in REQUIRED_META if meta.get(k) is None] == []
+    rows = [json.loads(line) for line in (finished_run / "run" / "metrics.jsonl").open()]
+    last_val = [r for r in rows if r["kind"] == "val"][-1]
+    assert (meta["iterations"], meta["val_error"]) == (6, last_val["val_error"])
+    assert meta["num_params"] == resnets.count_params(resnets.create_model("resnet8"))
+    assert meta["normalization"]["kind"] == "per_pixel_mean" and meta["data"] == "colour squares"
+    assert "never trained on" in meta["val_split"] and meta["device"][0].startswith("cpu (")
+
+
+def test_create_model_loads_the_weights_of_the_run(shipped, finished_run):
+    model = resnets.create_model("resnet8", weights="colors")
+    same = resnets.create_model("resnet8", weights="resnet8.colors")
+    trained = read_checkpoint(finished_run / "run" / LAST).model_state
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+        assert torch.equal(tensor, same.state_dict()[name]), name
+
+
+def test_a_tampered_file_is_refused(shipped):
+    data = bytearray(shipped.path.read_bytes())
+    data[-1] ^= 0xFF
+    shipped.path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="failed their sha256 check") as e:
+        resnets.create_model("resnet8", weights="colors")
+    assert str(shipped.path) in str(e.value)
+
+
+def test_unknown_or_mismatched_names_list_what_exists(shipped):
+    with pytest.raises(UnknownWeightsError, match=r"Did you mean: resnet8\.colors") as e:
+        resnets.create_model("resnet8", weights="colours")
+    assert "Available: resnet8.colors" in str(e.value)
+    with pytest.raises(UserError, match="belong to 'resnet8', not 'resnet20'"):
+        resnets.create_model("resnet20", weights="resnet8.colors")
+    with pytest.raises(UserError, match="fix the net's options"):
+        resnets.create_model("resnet8", weights="colors", shortcut="B")
+
+
+def test_cli_accepts_a_weight_name_as_checkpoint(shipped, finished_run, color_folder, capsys):
+    code = main(["eval", "--checkpoint", "resnet8.colors", "--data", str(color_folder),
+                 "--cache-dir", str(finished_run / "cache"), "--split", "val", "--device",
+                 "cpu", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["top1_error"] == pytest.approx(shipped.meta["val_error"], abs=1e-9)
+    assert main(["models", "--family", "cifar", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["resnet8"]["weights"] == {"resnet8.colors": shipped.meta["val_error"]}
+    assert rows["resnet20"]["weights"] == {}
+    assert main(["eval", "--checkpoint", "resnet9.colors", "--device", "cpu"]) == 2
+    assert "no pretrained weights named 'resnet9.colors'" in capsys.readouterr().err
+
+
+def test_torch_hub_loads_entry_points_with_weights(shipped):
+    model = torch.hub.load(str(REPO), "resnet8", source="local", weights="colors")
+    expected = resnets.create_model("resnet8", weights="colors")
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in model.state_dict().items())
+    plain = torch.hub.load(str(REPO), "plain20", source="local")
+    assert resnets.count_params(plain) == 269_722
+
+
+def test_publish_refuses_unfinished_runs_and_wrong_names(finished_run, tmp_path):
+    with pytest.raises(UserError, match="resnet8.colors, not 'resnet20.colors'"):
+        publish_run(finished_run / "run", name="resnet20.colors", dest=tmp_path)
+    with pytest.raises(UserError, match="<model>.<dataset>"):
+        publish_run(finished_run / "run", name="resnet8", dest=tmp_path)
+    with pytest.raises(UserError, match="nothing to publish"):
+        publish_run(tmp_path, name="resnet8.colors", dest=tmp_path)
+
+
+# ------------------------------------------------------------- the weights that ship
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("name", resnets.list_weights())
+def test_shipped_weights_reproduce_their_validation_error(name, shared_cifar_tar,
+                                                          data_cache_dir, capsys):
+    w = resnets.get_weights(name)
+    assert [k for k in REQUIRED_META if w.meta.get(k) is None] == []
+    code = main(["eval", "--checkpoint", name, "--data", str(shared_cifar_tar), "--split",
+                 "val", "--cache-dir", str(data_cache_dir), "--device", "cpu", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["top1_error"] == pytest.approx(w.meta["val_error"], abs=1e-9)
