@@ -18,6 +18,7 @@ from ..analysis.curves import plot_panels, read_metrics
 from ..errors import UserError
 from ..models import count_params, create_model
 from ..train.checkpoint import (
+    FINAL,
     LAST,
     PREVIOUS,
     build_model,
@@ -29,8 +30,6 @@ from ..train.config import TrainConfig, resolve_config
 from ..train.loop import Trainer
 from . import paper
 from .parallel import Job, log_path, run_jobs
-
-FINAL = "final.safetensors"  # a finished run's last-iteration weights (the paper's protocol)
 
 
 class ExperimentStopped(UserError):
