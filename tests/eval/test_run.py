@@ -58,7 +58,8 @@ def test_every_checkpoint_evaluates(checkpoints, color_folder):
         assert 0 <= r["top1_error"] <= 1 and r["top5_error"] <= r["top1_error"]
         assert int(_total(r).sum()) == r["n"]
     # The imported copy of best: its all-image confusion is best's train + val confusions.
-    val = evaluate_checkpoint(str(checkpoints["best"]), split="val", device="cpu")
+    val = evaluate_checkpoint(str(checkpoints["best"]), data=str(color_folder), split="val",
+                              device="cpu")
     assert val["n"] == N_VAL and val["data_source"] == res["best"]["data_source"]
     assert torch.equal(_total(res["imported"]), _total(res["best"]) + _total(val))
 
@@ -101,3 +102,23 @@ def test_analyze_responses_on_every_checkpoint(checkpoints, color_folder, tmp_pa
     assert main(["analyze", "responses", "--checkpoint", str(checkpoints["imported"]),
                  "--device", "cpu", "--split", "train", "--out", str(out)]) == 2
     assert "give --data" in capsys.readouterr().err
+
+
+def test_eval_of_an_akamaster_import(checkpoints, color_folder, tmp_path, capsys):
+    """`resnets import --from akamaster` then `resnets eval`: the imported checkpoint is
+    evaluated with the normalization it records (ImageNet mean/std), on every image."""
+    model, _ = load_checkpoint(checkpoints["best"])
+    # A .th file in akamaster's layout (module. prefix, linear. head) from resnet8's tensors.
+    state = {f"module.{k.replace('fc.', 'linear.')}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "best_prec1": 50.0}, tmp_path / "resnet8.th")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(sorted(p.name for p in color_folder.iterdir())) + "\n")
+    out = tmp_path / "aka.safetensors"
+    assert main(["import", "--from", "akamaster", "--weights", str(tmp_path / "resnet8.th"),
+                 "--classes", str(classes), "--out", str(out)]) == 0
+    assert main(["eval", "--checkpoint", str(out), "--data", str(color_folder), "--split",
+                 "train", "--device", "cpu", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == N_IMAGES and res["model"] == "resnet8"
+    assert int(_total(res).sum()) == N_IMAGES
+    assert read_checkpoint(out).meta["normalization"]["kind"] == "channel_mean_std"

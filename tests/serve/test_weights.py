@@ -178,3 +178,138 @@ def test_real_timm_resnet_imports_exactly(tmp_path, randomize_bn):
     x = torch.randn(1, 3, 96, 96)
     assert imported.meta["model"] == "resnet50"
     assert torch.equal(logits(imported.model, x), logits(net, x))
+
+
+# --------------------------------------------------------------------------------------------
+# akamaster/pytorch_resnet_cifar10: a reference of its layout, written here from its
+# description (option A pads planes // 4 zero channels before and after the identity).
+
+
+class AkaBlock(torch.nn.Module):
+    def __init__(self, cin: int, planes: int, stride: int):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = planes // 4 if (stride != 1 or cin != planes) else None
+
+    def shortcut(self, x):
+        if self.pad is None:
+            return x
+        return torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class AkaResNet(torch.nn.Module):
+    def __init__(self, n: int, num_classes: int = 10):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin = 16
+        for s, planes in enumerate((16, 32, 64), start=1):
+            blocks = []
+            for j in range(n):
+                blocks.append(AkaBlock(cin, planes, 2 if s > 1 and j == 0 else 1))
+                cin = planes
+            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        self.linear = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+def akamaster_file(tmp_path, n: int, randomize_bn, seed: int = 0):
+    """A reference net and its ``.th`` file as akamaster's training script writes it
+    (DataParallel's ``module.`` prefix, best_prec1 and epoch beside the state dict)."""
+    torch.manual_seed(seed)
+    ref = randomize_bn(AkaResNet(n), seed=seed).eval()
+    state = {f"module.{k}": v for k, v in ref.state_dict().items()}
+    path = tmp_path / f"resnet{6 * n + 2}.th"
+    torch.save({"epoch": 200, "best_prec1": 91.73, "state_dict": state}, path)
+    return ref, path
+
+
+AKA_MEAN, AKA_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])  # resnet8, resnet20, resnet32
+def test_akamaster_import_gives_the_same_logits(tmp_path, randomize_bn, n):
+    from resnets.serve.weights import import_akamaster
+
+    ref, path = akamaster_file(tmp_path, n, randomize_bn, seed=n)
+    imported = import_akamaster(path)
+    assert imported.meta["model"] == f"resnet{6 * n + 2}" and not imported.dropped
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 32, 32, generator=g)  # [0, 1] pixels
+    x = (images - torch.tensor(AKA_MEAN)[:, None, None]) / torch.tensor(AKA_STD)[:, None, None]
+    want, got = logits(ref, x), logits(imported.model, x)
+    assert want.abs().max() > 0.1 and want.std(dim=0).max() > 1e-3  # input-dependent logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # The identity placement matters: the same tensors loaded without the permutation differ.
+    plain = {k.removeprefix("module."): v for k, v in
+             torch.load(path, weights_only=True)["state_dict"].items()}
+    plain["fc.weight"], plain["fc.bias"] = plain.pop("linear.weight"), plain.pop("linear.bias")
+    naive = create_model(f"resnet{6 * n + 2}")
+    naive.load_state_dict(plain)
+    assert (logits(naive, x) - want).abs().max() > 1e-2
+
+
+def test_akamaster_cli_writes_a_checkpoint_with_its_normalization(tmp_path, randomize_bn,
+                                                                  capsys):
+    from resnets.data import CIFAR10_CLASSES
+
+    ref, path = akamaster_file(tmp_path, 3, randomize_bn)
+    out = tmp_path / "r20.safetensors"
+    assert main(["import", "--from", "akamaster", "--weights", str(path),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "resnet20" in printed and "whole image at 32x32" in printed
+    model, meta = load_checkpoint(out)
+    assert meta["kind"] == "weights" and meta["model"] == "resnet20" and "config" not in meta
+    assert meta["normalization"] == {"kind": "channel_mean_std", "mean": list(AKA_MEAN),
+                                     "std": list(AKA_STD)}
+    assert meta["classes"] == list(CIFAR10_CLASSES) and meta["image_size"] == [3, 32, 32]
+    assert meta["source"]["format"] == "akamaster"
+    # The predictor normalizes uint8 images as recorded: the reference on the same input.
+    pred = Predictor.from_checkpoint(out, device="cpu")
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    x = (img / 255 - torch.tensor(AKA_MEAN)[:, None, None]) / torch.tensor(AKA_STD)[:, None, None]
+    torch.testing.assert_close(pred.probabilities(img), torch.softmax(logits(ref, x), 1),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_akamaster_refusals(tmp_path, randomize_bn, capsys):
+    from resnets.serve.weights import import_akamaster
+
+    ref, path = akamaster_file(tmp_path, 1, randomize_bn)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    # Option-B files have projection tensors: refused with their names.
+    state_b = {**state, "module.layer2.0.shortcut.0.weight": torch.zeros(32, 16, 1, 1)}
+    torch.save({"state_dict": state_b}, tmp_path / "b.th")
+    with pytest.raises(CheckpointError, match=r"layer2\.0\.shortcut\.0\.weight.*option B"):
+        import_akamaster(tmp_path / "b.th")
+    # A file that needs code to unpickle is refused, not run.
+    torch.save({"state_dict": state, "opts": argparse_like()}, tmp_path / "code.th")
+    with pytest.raises(CheckpointError, match="unpickling"):
+        import_akamaster(tmp_path / "code.th")
+    with pytest.raises(CheckpointError, match="basic blocks and option A"):
+        import_akamaster(path, model="plain20")
+    assert main(["import", "--from", "akamaster", "--weights", str(path), "--crop", "28",
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "--crop" in capsys.readouterr().err
+
+
+class _Opts:
+    """Stands for an argparse.Namespace pickled next to the weights."""
+
+
+def argparse_like():
+    return _Opts()
