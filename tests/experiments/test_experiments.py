@@ -4,12 +4,13 @@ import pytest
 
 from resnets.cli import main
 from resnets.errors import UserError
-from resnets.experiments.runner import build, degradation_checks, run_experiment
+from resnets.experiments.catalog import build, degradation_checks
+from resnets.experiments.runner import run_experiment
 from resnets.report import build_report, check_rendered, find_chromium
 
 
-def _row(label, train_error):
-    return {"label": label, "train_error": train_error}
+def _row(model, train_error):
+    return {"label": f"{model}-seed0", "model": model, "train_error": train_error}
 
 
 def test_degradation_checks_say_what_the_numbers_show():
@@ -47,14 +48,41 @@ def test_table6_has_the_papers_column_and_mean_std(tiny_experiments):
     assert errs[0] != errs[1]  # two seeds, two different runs
     table = (root / "t6" / "table.md").read_text()
     assert "| depth | params (M) | paper params (M) | paper test error (%) |" in table
-    assert " +- " in table.splitlines()[2]  # mean +- std over the 2 seeds
+    row = next(line for line in table.splitlines() if line.startswith("| 8 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mean = 100 * (errs[0] + errs[1]) / 2
+    std = 100 * abs(errs[0] - errs[1]) / 2 ** 0.5
+    best, worst = 100 * min(errs), 100 * max(errs)
+    assert cells[4:] == ["2", f"{mean:.2f} ± {std:.2f}", f"{best:.2f}", f"{worst:.2f}",
+                         f"{best:.2f} ({mean:.2f} ± {std:.2f})"]
+    assert "never on test data" in table
     saved = json.loads((root / "t6" / "summary.json").read_text())
     assert saved["paper"]["test_error"]["20"] == 8.75
+    assert saved["stats"]["8"]["n"] == 2
+
+
+def test_every_experiment_trains_each_net_once_per_seed(tmp_path):
+    for name, depths in (("degradation", "20"), ("shortcuts", "20"), ("preact", "20")):
+        labels = [v.label for v in build(name, depths=depths, seeds=2, out=tmp_path).variants]
+        assert len(labels) == len(set(labels)) and all(lb.endswith(("-seed0", "-seed1"))
+                                                       for lb in labels), name
+        assert sum(lb.endswith("-seed1") for lb in labels) == len(labels) // 2, name
+
+
+def test_one_seed_shows_no_spread_and_says_n_1():
+    from resnets.experiments.catalog import best_of, error_stats, mean_std
+
+    st = error_stats([0.1234])
+    assert (mean_std(st), best_of(st)) == ("12.34 (n = 1)", "12.34 (n = 1)")
+    st = error_stats([0.10, 0.12, None])
+    assert st["n"] == 2 and mean_std(st) == "11.00 ± 1.41" and best_of(st) == \
+        "10.00 (11.00 ± 1.41)"
 
 
 def test_degradation_writes_figure_table_and_checks(tiny_experiments):
     root, _, deg = tiny_experiments
-    assert [r["label"] for r in deg["rows"]] == ["plain20", "plain32", "resnet20", "resnet32"]
+    assert [r["label"] for r in deg["rows"]] == ["plain20-seed0", "plain32-seed0",
+                                                 "resnet20-seed0", "resnet32-seed0"]
     assert (root / "deg" / "degradation.png").stat().st_size > 10_000
     assert deg["figures"] == ["degradation.png"]
     assert len(deg["checks"]) == 3
@@ -74,7 +102,7 @@ def test_finished_runs_are_reused(tiny_experiments, color_folder):
 
 def test_report_embeds_every_figure_and_table(tiny_experiments, tmp_path):
     root, _, _ = tiny_experiments
-    run_dir = root / "deg" / "resnet20"
+    run_dir = root / "deg" / "resnet20-seed0"
     res = build_report([root / "t6", root / "deg", run_dir], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
     # table6: table + runs table; degradation: table + runs table + figure; run: table + figure

@@ -6,13 +6,8 @@ import json
 import pytest
 import torch
 
-from resnets.experiments.runner import (
-    FINAL,
-    build,
-    ordering_checks,
-    run_experiment,
-    variant_config,
-)
+from resnets.experiments.catalog import build, ordering_checks
+from resnets.experiments.runner import FINAL, run_experiment, variant_config
 from resnets.train.checkpoint import BEST, LAST, PREVIOUS, read_checkpoint
 from resnets.train.loop import Trainer
 

@@ -8,13 +8,12 @@ The summary (``summary.json``, ``table.md`` and figures) is written at the end.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..analysis.curves import plot_panels, read_metrics
+from ..analysis.curves import read_metrics
 from ..errors import UserError
 from ..models import count_params, create_model
 from ..train.checkpoint import (
@@ -28,7 +27,6 @@ from ..train.checkpoint import (
 )
 from ..train.config import TrainConfig, resolve_config
 from ..train.loop import Trainer
-from . import paper
 from .parallel import Job, log_path, run_jobs
 
 
@@ -60,15 +58,6 @@ class Experiment:
     variants: list[Variant]
     summarize: Callable[[list[dict], dict], tuple[str, list[Path]]]  # rows -> markdown, figures
     finalize: bool = False  # finished runs keep weights only (final + best), not training state
-
-
-def _depths(spec: str | None, default: tuple[int, ...]) -> list[int]:
-    if not spec:
-        return list(default)
-    try:
-        return [int(d) for d in spec.split(",")]
-    except ValueError:
-        raise UserError(f"--depths must be comma-separated integers, got {spec!r}.") from None
 
 
 def variant_config(v: Variant, base: dict) -> TrainConfig:
@@ -208,238 +197,3 @@ def _train(exp: Experiment, todo: list[Variant], configs: dict, out: Path, quiet
 def _iterations(run_dir: Path) -> int:
     ckpt = _newest_state(run_dir)
     return ckpt.iteration if ckpt else 0
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
-
-
-# ------------------------------------------------------------------------ experiments
-def table6(depths: str | None, seeds: int) -> Experiment:
-    ds = _depths(depths, (20, 32, 44, 56, 110))
-    variants = [Variant(f"resnet{d}-seed{s}", f"resnet{d}", seed=s, group=str(d))
-                for d in ds for s in range(seeds)]
-
-    def summarize(rows, summary):
-        lines = ["| depth | params (M) | paper params (M) | paper test error (%) | "
-                 "our val error (%) | runs |", "|---|---|---|---|---|---|"]
-        for d in ds:
-            rs = [r for r in rows if r["group"] == str(d)]
-            errs = [r["val_error"] for r in rs if r["val_error"] is not None]
-            ref_params = paper.TABLE6_PARAMS_M.get(d, "-")
-            ref_error = paper.TABLE6_ERROR.get(d, "-")
-            lines.append(f"| {d} | {rs[0]['params'] / 1e6:.2f} | {ref_params} | {ref_error} | "
-                         f"{_mean_std(errs) if errs else '-'} | {len(rs)} |")
-        summary["paper"] = {"test_error": paper.TABLE6_ERROR, "params_m": paper.TABLE6_PARAMS_M}
-        return "\n".join(lines) + "\n", []
-
-    return Experiment("table6", "Table 6: CIFAR-10 error of ResNets by depth", variants,
-                      summarize)
-
-
-def degradation(depths: str | None, seeds: int, out: Path) -> Experiment:
-    ds = _depths(depths, (20, 56))
-    variants = [Variant(f"{kind}{d}", f"{kind}{d}", group="plain" if kind == "plain"
-                        else "residual") for kind in ("plain", "resnet") for d in ds]
-
-    def summarize(rows, summary):
-        panels = {
-            "plain": {r["label"]: read_metrics(out / r["run_dir"]) for r in rows
-                      if r["group"] == "plain"},
-            "ResNet": {r["label"]: read_metrics(out / r["run_dir"]) for r in rows
-                       if r["group"] == "residual"},
-        }
-        fig = plot_panels(panels, out / "degradation.png",
-                          title="CIFAR-10 (dashed: training error, solid: validation error)")
-        lines = ["| net | depth | params (M) | final train error (%) | final val error (%) |",
-                 "|---|---|---|---|---|"]
-        for r in rows:
-            depth = int("".join(c for c in r["model"] if c.isdigit()))
-            lines.append(f"| {r['label']} | {depth} | {r['params'] / 1e6:.2f} | "
-                         f"{_pct(r['train_error'])} | {_pct(r['val_error'])} |")
-        summary["checks"] = degradation_checks(rows, ds)
-        summary["paper_claim"] = paper.DEGRADATION_CLAIM
-        lines.append("")
-        lines += [f"- {c['claim']}: **{'yes' if c['holds'] else 'no'}** ({c['detail']})"
-                  for c in summary["checks"]]
-        return "\n".join(lines) + "\n", [fig]
-
-    return Experiment("degradation", "Fig. 6: the degradation problem, plain vs residual",
-                      variants, summarize)
-
-
-def degradation_checks(rows: list[dict], depths: list[int]) -> list[dict]:
-    """The paper's Fig. 6 statements, evaluated on our final training errors."""
-    err = {r["label"]: r["train_error"] for r in rows}
-    lo, hi = min(depths), max(depths)
-    checks = []
-    p_lo, p_hi, r_lo, r_hi = (err[f"plain{lo}"], err[f"plain{hi}"], err[f"resnet{lo}"],
-                              err[f"resnet{hi}"])
-    checks.append({"claim": f"plain-{hi} trains to a higher training error than plain-{lo}",
-                   "holds": p_hi > p_lo, "detail": f"{100 * p_hi:.2f}% vs {100 * p_lo:.2f}%"})
-    checks.append({"claim": f"resnet-{hi} does not train worse than resnet-{lo}",
-                   "holds": r_hi <= r_lo + 0.01,
-                   "detail": f"{100 * r_hi:.2f}% vs {100 * r_lo:.2f}% (1 point tolerance)"})
-    checks.append({"claim": f"resnet-{hi} trains better than plain-{hi}",
-                   "holds": r_hi < p_hi, "detail": f"{100 * r_hi:.2f}% vs {100 * p_hi:.2f}%"})
-    return checks
-
-
-def shortcuts(depths: str | None, seeds: int) -> Experiment:
-    d = _depths(depths, (32,))[0]
-    variants = [Variant(f"resnet{d}-{opt}", f"resnet{d}", {"shortcut": opt}, group=opt)
-                for opt in ("A", "B", "C")] + [Variant(f"plain{d}", f"plain{d}", group="plain")]
-
-    def summarize(rows, summary):
-        lines = ["| shortcut | params | final train error (%) | val error (%) | "
-                 "paper ResNet-34 ImageNet top-1 (%) |", "|---|---|---|---|---|"]
-        for r in rows:
-            ref = paper.SHORTCUT_IMAGENET[r["group"]][0]
-            lines.append(f"| {r['group']} | {r['params']:,} | {_pct(r['train_error'])} | "
-                         f"{_pct(r['val_error'])} | {ref} |")
-        return "\n".join(lines) + "\n", []
-
-    return Experiment("shortcuts", f"Shortcut options A/B/C and plain on CIFAR resnet{d}",
-                      variants, summarize)
-
-
-def preact(depths: str | None, seeds: int) -> Experiment:
-    from ..models import UNITS
-
-    d = _depths(depths, (110,))[0]
-    variants = [Variant(f"resnet{d}-{u}", f"resnet{d}", {"unit": u}, group=u) for u in UNITS]
-
-    def summarize(rows, summary):
-        lines = ["| unit | our val error (%) | paper ResNet-110 (%) | paper ResNet-164 (%) |",
-                 "|---|---|---|---|"]
-        for r in rows:
-            ref = paper.PREACT_ERROR[r["group"]]
-            lines.append(f"| {r['group']} | {_pct(r['val_error'])} | {ref[110]} | {ref[164]} |")
-        return "\n".join(lines) + "\n", []
-
-    return Experiment("preact", f"Residual-unit variants (1603.05027) on CIFAR resnet{d}",
-                      variants, summarize)
-
-
-# The full-schedule reproduction, in the order the runs are worth having: Fig. 6's four nets
-# first (20 and 56, plain and residual), then the rest of Table 6; the last four are GPU jobs.
-PAPER_CIFAR_NETS = ("resnet20", "plain20", "resnet56", "plain56", "resnet32", "resnet44",
-                    "resnet110", "plain32", "plain44", "plain110")
-PAPER_CIFAR_CPU_NETS = PAPER_CIFAR_NETS[:6]
-
-
-def paper_cifar(nets: str | None, seeds: int, out: Path) -> Experiment:
-    names = PAPER_CIFAR_CPU_NETS if not nets else tuple(n.strip() for n in nets.split(","))
-    unknown = [n for n in names if n not in PAPER_CIFAR_NETS]
-    if unknown:
-        raise UserError(f"paper-cifar trains {', '.join(PAPER_CIFAR_NETS)}; not "
-                        f"{', '.join(unknown)}.")
-    variants = [Variant(f"{n}-seed{s}", n, seed=s, group=n) for n in names
-                for s in range(seeds)]
-
-    def summarize(rows, summary):
-        return paper_cifar_summary(rows, summary, out)
-
-    return Experiment("paper-cifar", "The paper's CIFAR-10 nets at the full schedule",
-                      variants, summarize, finalize=True)
-
-
-def _depth(model: str) -> int:
-    return int("".join(c for c in model if c.isdigit()))
-
-
-def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str, list[Path]]:
-    lines = [
-        "Validation error: final (64k-iteration) weights on the 5k images held out of the "
-        "shared JPEG training set (45k/5k split, never trained on); the paper's column is its "
-        "CIFAR-10 *test* error on the original images. Absolute errors are not comparable "
-        "(JPEG quality ~75 costs about ten points); the orderings below are.",
-        "",
-        "| net | params (M) | paper test error (%) | our val error (%) | our train error (%) "
-        "| iterations | device(s) | train time (h) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        paper_err = paper.TABLE6_ERROR.get(_depth(r["model"]), "-") \
-            if r["model"].startswith("resnet") else "-"
-        its = f"{r['iterations']}" + ("" if r["finished"] else
-                                      f" of {r['target_iterations']} (in progress)")
-        lines.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {paper_err} | "
-                     f"{_pct(r['val_error'])} | {_pct(r['train_error'])} | {its} | "
-                     f"{'; '.join(r['devices']) or '-'} | {r['wall_s'] / 3600:.2f} |")
-    checks = ordering_checks([r for r in rows if r["finished"]])
-    summary["checks"] = checks
-    summary["paper"] = {"test_error": paper.TABLE6_ERROR}
-    lines.append("")
-    if checks:
-        lines += [f"- {c['claim']}: **{'yes' if c['holds'] else 'no'}** ({c['detail']})"
-                  for c in checks]
-    else:
-        lines.append("- No pair of finished runs yet: the paper's orderings are checked when "
-                     "both nets of a pair have finished.")
-    figures = []
-    fig6 = {"plain": {}, "ResNet": {}}
-    for r in rows:
-        if r["iterations"]:
-            panel = "plain" if r["model"].startswith("plain") else "ResNet"
-            fig6[panel][r["label"]] = read_metrics(out / r["run_dir"])
-    if fig6["plain"] or fig6["ResNet"]:
-        figures.append(plot_panels(
-            {k: v for k, v in fig6.items() if v}, out / "degradation.png",
-            title="CIFAR-10, full schedule (dashed: training error, solid: validation error)"))
-    return "\n".join(lines) + "\n", figures
-
-
-def ordering_checks(finished: list[dict]) -> list[dict]:
-    """The paper's orderings (Fig. 6, Table 6) on finished runs: deeper plain nets train and
-    validate worse, deeper ResNets better, and each ResNet beats its plain twin."""
-    by_model: dict[str, list[dict]] = {}
-    for r in finished:
-        by_model.setdefault(r["model"], []).append(r)
-
-    def mean(model: str, key: str) -> float | None:
-        vals = [r[key] for r in by_model.get(model, []) if r[key] is not None]
-        return statistics.mean(vals) if vals else None
-
-    checks = []
-
-    def check(claim: str, a: str, b: str, key: str) -> None:
-        x, y = mean(a, key), mean(b, key)
-        if x is not None and y is not None:
-            what = "training" if key == "train_error" else "validation"
-            checks.append({"claim": claim.format(what=what), "holds": x < y,
-                           "detail": f"{a} {100 * x:.2f}% vs {b} {100 * y:.2f}%"})
-
-    plain = sorted(_depth(m) for m in by_model if m.startswith("plain"))
-    res = sorted(_depth(m) for m in by_model if m.startswith("resnet"))
-    for key in ("train_error", "val_error"):
-        for lo, hi in zip(plain, plain[1:], strict=False):  # consecutive finished depths
-            check(f"plain-{hi} has a higher {{what}} error than plain-{lo}",
-                  f"plain{lo}", f"plain{hi}", key)
-        for lo, hi in zip(res, res[1:], strict=False):
-            check(f"ResNet-{hi} has a lower {{what}} error than ResNet-{lo}",
-                  f"resnet{hi}", f"resnet{lo}", key)
-        for d in sorted(set(plain) & set(res)):
-            check(f"ResNet-{d} has a lower {{what}} error than plain-{d}",
-                  f"resnet{d}", f"plain{d}", key)
-    return checks
-
-
-def build(name: str, *, depths: str | None, seeds: int, out: Path) -> Experiment:
-    if name == "table6":
-        return table6(depths, seeds)
-    if name == "degradation":
-        return degradation(depths, seeds, out)
-    if name == "shortcuts":
-        return shortcuts(depths, seeds)
-    if name == "preact":
-        return preact(depths, seeds)
-    if name == "paper-cifar":
-        return paper_cifar(depths, seeds, out)
-    raise UserError(f"unknown experiment {name!r}")
