@@ -348,3 +348,24 @@ def test_every_unit_trains_in_both_block_types(unit, block, residual):
         feats = model.eval().feature_maps(x)
     expansion = 4 if block == "bottleneck" else 1
     assert feats["layer2"].shape == (2, 8 * expansion, 4, 4)
+
+
+def test_preact_bottleneck_state_dicts_of_the_bare_stem_layout_still_load(randomize_bn):
+    """preact_resnet164/1001 state dicts written when the first unit's BN was layer1.0.bn1
+    (bare conv stem) load into the conv-BN-ReLU stem: the same function, renamed."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("preact_resnet164", layers=(2, 2, 2)), seed=5).eval()
+    old = {("layer1.0.bn1." + k[4:] if k.startswith("bn1.") else k): v
+           for k, v in model.state_dict().items()}
+    assert "bn1.weight" not in old and "layer1.0.bn1.weight" in old
+    fresh = create_model("preact_resnet164", layers=(2, 2, 2)).eval()
+    fresh.load_state_dict(old)  # strict
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    # A basic net's first unit had an identity shortcut that saw the raw stem: refused.
+    basic = create_model("resnet20", unit="full_preact")
+    old = {("layer1.0.bn1." + k[4:] if k.startswith("bn1.") else k): v
+           for k, v in basic.state_dict().items()}
+    with pytest.raises(RuntimeError, match="layer1.0.bn1"):
+        create_model("resnet20", unit="full_preact").load_state_dict(old)

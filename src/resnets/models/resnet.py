@@ -33,6 +33,20 @@ def _preact_place(unit: str, *, first_stage: bool, first_block: bool) -> str | N
     return "residual"
 
 
+def _rename_first_unit_bn(module, state_dict, prefix, *args) -> None:
+    """Load state dicts of full pre-activation CIFAR nets with option B written before the
+    stem held the first unit's BN (there it was ``layer1.0.bn1``, shared by both paths since
+    that unit projects). For these nets the old and new layouts compute the same function;
+    for others the keys stay unmatched and loading reports them."""
+    old, new = f"{prefix}layer1.0.bn1.", f"{prefix}bn1."
+    if f"{new}weight" in state_dict or f"{old}weight" not in state_dict:
+        return
+    if f"{prefix}layer1.0.downsample.0.weight" not in state_dict:
+        return  # its first unit had an identity shortcut: not the same function
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[new + key[len(old):]] = state_dict.pop(key)
+
+
 class ResNet(nn.Module):
     """A residual (or plain) network.
 
@@ -145,6 +159,8 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         self._init_weights(zero_init_last)
+        if preact and stem == "cifar" and shortcut == "B":
+            self.register_load_state_dict_pre_hook(_rename_first_unit_bn)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # He et al. (2015) init, fan-out with ReLU gain, as in the paper; BN starts at identity.
