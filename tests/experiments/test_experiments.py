@@ -144,3 +144,14 @@ def test_rendered_report_shows_every_figure_and_table(tiny_experiments, tmp_path
 def test_cli_experiment_rejects_bad_depths(capsys):
     assert main(["experiment", "table6", "--out", "x", "--depths", "20,abc"]) == 2
     assert "--depths must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_seeds_take_a_count_or_a_list(tmp_path, capsys):
+    from resnets.experiments.catalog import parse_seeds
+
+    assert (parse_seeds(3), parse_seeds("0,1,2"), parse_seeds("5,")) == ([0, 1, 2], [0, 1, 2], [5])
+    labels = [v.label for v in build("table6", depths="20", seeds="4,7", out=tmp_path).variants]
+    assert labels == ["resnet20-seed4", "resnet20-seed7"]
+    for bad in ("0", "a,b", "1,1", "-1,"):
+        assert main(["experiment", "table6", "--out", str(tmp_path), f"--seeds={bad}"]) == 2
+        assert "--seeds takes a count N" in capsys.readouterr().err

@@ -40,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing: rebuild summary.json, table.md and figures from the "
                         "run directories as they are")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="runs per net, seeds 0..N-1 (tables: n, mean ± std, best, worst)")
+    p.add_argument("--seeds", default="1",
+                   help="runs per net: a count N (seeds 0..N-1) or a list such as 0,1,2 "
+                        "(tables: n, mean ± std, best, worst; default 1)")
     p.add_argument("--data", default=None, help="dataset source, as for `resnets train`")
     p.add_argument("--device", default=None)
     p.add_argument("--iterations", type=int, default=None, help="override the preset")
@@ -51,12 +52,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import UserError
     from ..experiments.catalog import build
     from ..experiments.runner import ExperimentStopped, run_experiment
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
     out = Path(args.out)
     depths = args.nets if args.name == "paper-cifar" else \
         args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]

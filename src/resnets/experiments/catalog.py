@@ -35,8 +35,24 @@ def _depth(model: str) -> int:
     return int("".join(c for c in model if c.isdigit()))
 
 
-def _seeded(label: str, model: str, seeds: int, **kw) -> list[Variant]:
-    return [Variant(f"{label}-seed{s}", model, seed=s, **kw) for s in range(seeds)]
+def parse_seeds(spec: str | int) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``"0,4,7"`` (or ``"5,"``) means exactly those."""
+    text = str(spec).strip()
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds takes a count N (seeds 0..N-1) or distinct non-negative "
+                        f"seeds separated by commas, e.g. 3 or 0,1,2; got {spec!r}.")
+    return seeds
+
+
+def _seeded(label: str, model: str, seeds: str | int, **kw) -> list[Variant]:
+    return [Variant(f"{label}-seed{s}", model, seed=s, **kw) for s in parse_seeds(seeds)]
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -96,7 +112,7 @@ def _table(header: str, lines: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- experiments
-def table6(depths: str | None, seeds: int) -> Experiment:
+def table6(depths: str | None, seeds: str | int) -> Experiment:
     ds = _depths(depths, (20, 32, 44, 56, 110))
     variants = [v for d in ds for v in _seeded(f"resnet{d}", f"resnet{d}", seeds, group=str(d))]
 
@@ -116,7 +132,7 @@ def table6(depths: str | None, seeds: int) -> Experiment:
                       summarize)
 
 
-def degradation(depths: str | None, seeds: int, out: Path) -> Experiment:
+def degradation(depths: str | None, seeds: str | int, out: Path) -> Experiment:
     ds = _depths(depths, (20, 56))
     variants = [v for kind in ("plain", "resnet") for d in ds
                 for v in _seeded(f"{kind}{d}", f"{kind}{d}", seeds, group=f"{kind}{d}")]
@@ -164,7 +180,7 @@ def degradation_checks(rows: list[dict], depths: list[int]) -> list[dict]:
     ]
 
 
-def shortcuts(depths: str | None, seeds: int) -> Experiment:
+def shortcuts(depths: str | None, seeds: str | int) -> Experiment:
     d = _depths(depths, (32,))[0]
     variants = [v for opt in ("A", "B", "C")
                 for v in _seeded(f"resnet{d}-{opt}", f"resnet{d}", seeds,
@@ -185,7 +201,7 @@ def shortcuts(depths: str | None, seeds: int) -> Experiment:
                       variants, summarize)
 
 
-def preact(depths: str | None, seeds: int) -> Experiment:
+def preact(depths: str | None, seeds: str | int) -> Experiment:
     d = _depths(depths, (110,))[0]
     variants = [v for u in UNITS for v in _seeded(f"resnet{d}-{u}", f"resnet{d}", seeds,
                                                   model_kwargs={"unit": u}, group=u)]
@@ -207,7 +223,7 @@ PAPER_CIFAR_NETS = ("resnet20", "plain20", "resnet56", "plain56", "resnet32", "r
 PAPER_CIFAR_CPU_NETS = PAPER_CIFAR_NETS[:6]
 
 
-def paper_cifar(nets: str | None, seeds: int, out: Path) -> Experiment:
+def paper_cifar(nets: str | None, seeds: str | int, out: Path) -> Experiment:
     names = PAPER_CIFAR_CPU_NETS if not nets else tuple(n.strip() for n in nets.split(","))
     unknown = [n for n in names if n not in PAPER_CIFAR_NETS]
     if unknown:
@@ -299,7 +315,7 @@ def ordering_checks(finished: list[dict]) -> list[dict]:
     return checks
 
 
-def build(name: str, *, depths: str | None, seeds: int, out: Path) -> Experiment:
+def build(name: str, *, depths: str | None, seeds: str | int, out: Path) -> Experiment:
     if name == "table6":
         return table6(depths, seeds)
     if name == "degradation":
