@@ -1,4 +1,5 @@
-"""`resnets eval`: top-1 / top-5 error, per-class accuracy and confusion matrix of a checkpoint."""
+"""`resnets eval`: top-1 / top-5 error, per-class accuracy and confusion matrix of a checkpoint,
+or of an ensemble of checkpoints (repeated --checkpoint) beside each of its members."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ def register(sub) -> None:
                     "--data; --split test needs a source with a test split (the official "
                     "release, or a folder with test/). A checkpoint without a training config "
                     "(imported weights, e.g. from `resnets import`) needs --data, and --split "
-                    "train means every training image of it.")
-    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
+                    "train means every training image of it. Several --checkpoint options "
+                    "test their ensemble (the paper's Table 5): the members' softmax scores, "
+                    "each from its own preprocessing, are averaged; every member's error is "
+                    "shown beside the ensemble's.")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a .safetensors checkpoint or a shipped weight name (resnet20.cifar10); "
+                        "repeat it to test an ensemble")
+    p.add_argument("--weights", default=None, metavar="W1,W2,...",
+                   help="ensemble weights, one positive number per --checkpoint in order "
+                        "(normalized to sum to 1; default: equal)")
     p.add_argument("--data", default=None,
                    help="dataset source (default: the one the checkpoint was trained on; "
                         "required for imported weights)")
@@ -39,7 +48,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
                         f"the default of 500, or lower it to save memory.")
-    res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
+    if len(args.checkpoint) > 1 or args.weights is not None:
+        return _run_ensemble(args)
+    res = evaluate_checkpoint(args.checkpoint[0], data=args.data, split=args.split,
                               batch_size=args.batch_size, device=args.device,
                               cache_dir=args.cache_dir, protocol=args.protocol,
                               workers=args.workers)
@@ -56,6 +67,37 @@ def run(args) -> int:
         print("confusion matrix (rows: true class, columns: predicted):")
         for name, row in zip(res["classes"], res["confusion"], strict=True):
             print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def _run_ensemble(args) -> int:
+    from ..eval.ensemble import evaluate_ensemble
+
+    res = evaluate_ensemble(args.checkpoint, weights=args.weights, data=args.data,
+                            split=args.split, batch_size=args.batch_size, device=args.device,
+                            cache_dir=args.cache_dir, protocol=args.protocol,
+                            workers=args.workers)
+    ens = res["ensemble"]
+    print(f"ensemble of {len(res['members'])} on {res['split']} split of {res['data_source']}: "
+          f"n={res['n']}")
+    if res["note"]:
+        print(f"note: {res['note']}")
+    if "protocol" in ens:
+        print(f"protocol {ens['protocol']}: {ens['views_per_image']} views per image and member")
+    rows = [(f"{m['model']} {m['checkpoint']}", f"{m['weight']:.3f}", m) for m in res["members"]]
+    rows.append(("ensemble", "", ens))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"  {'':<{width}}  weight    top-1    top-5    loss")
+    for name, weight, r in rows:
+        print(f"  {name:<{width}}  {weight:>6}  {100 * r['top1_error']:6.2f}%  "
+              f"{100 * r['top5_error']:6.2f}%  {r['loss']:.4f}")
+    if "confusion" in ens:
+        cw = max(len(c) for c in res["classes"])
+        print("ensemble per-class accuracy:")
+        for name, acc in zip(res["classes"], ens["per_class_accuracy"], strict=True):
+            print(f"  {name:<{cw}} {100 * acc:6.2f}%")
     if args.json:
         print(json.dumps(res))
     return 0

@@ -309,6 +309,7 @@ def evaluate_protocol(
     channels_last: bool = False,
     num_classes: int | None = None,
     progress: Callable[[int], None] | None = None,
+    return_probs: bool = False,
 ) -> dict:
     """Top-1 / top-5 error of ``model`` on ``dataset`` under a test protocol.
 
@@ -332,6 +333,8 @@ def evaluate_protocol(
         amp_dtype: autocast dtype (e.g. ``torch.bfloat16``), None for full precision.
         num_classes: default: the model's ``fc.out_features``.
         progress: called with the number of images done after each image.
+        return_probs: also return ``"probs"`` (N, classes) and ``"labels"`` (N,), CPU
+            tensors in dataset order (what an ensemble averages).
 
     Returns:
         ``{"protocol", "family", "views_per_image", "n", "top1_error", "top5_error",
@@ -382,6 +385,7 @@ def evaluate_protocol(
     probs = scorer.scores[:n] / protocol.num_views  # (N, classes), rows sum to 1
     y = torch.tensor(labels, device=device)
     true_prob = probs.gather(1, y[:, None]).squeeze(1)
+    extra = {"probs": probs.cpu(), "labels": y.cpu()} if return_probs else {}
     return {
         "protocol": protocol.name,
         "family": protocol.family,
@@ -390,4 +394,5 @@ def evaluate_protocol(
         "top1_error": 1.0 - topk_correct(probs, y, 1).item() / n,
         "top5_error": 1.0 - topk_correct(probs, y, 5).item() / n,
         "loss": float(-true_prob.clamp_min(1e-12).log().mean()),
+        **extra,
     }

@@ -101,7 +101,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
 
 
 def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device, protocol,
-                     workers) -> dict:
+                     workers, return_probs: bool = False) -> dict:
     from ..data.folder import FolderDataset
     from .protocols import evaluate_protocol, protocol_for_size
 
@@ -120,6 +120,6 @@ def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device
     res = evaluate_protocol(model, dataset, protocol,
                             normalization=Normalization.from_dict(meta["normalization"]),
                             family="imagenet", batch_size=min(batch_size, 128), device=device,
-                            workers=workers)
+                            workers=workers, return_probs=return_probs)
     return {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
             "data_source": f"image folder {root}/{split}", "classes": meta["classes"], **res}
