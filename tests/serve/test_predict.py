@@ -12,7 +12,14 @@ from PIL import Image
 
 from resnets.cli import main
 from resnets.data import Normalization
-from resnets.serve.predict import Failure, Prediction, Predictor, Preprocessing, find_images
+from resnets.serve.predict import (
+    EnsemblePredictor,
+    Failure,
+    Prediction,
+    Predictor,
+    Preprocessing,
+    find_images,
+)
 from resnets.serve.weights import imagenet_preprocessing
 
 
@@ -129,3 +136,111 @@ def test_imagenet_preprocessing_matches_torchvision_eval_transform():
     theirs = ResNet18_Weights.IMAGENET1K_V1.transforms()(img)[None]
     assert ours.shape == theirs.shape == (1, 3, 224, 224)
     assert (ours - theirs).abs().max().item() < 1e-5
+
+
+# ------------------------------------------------------------------ ensembles (Table 5)
+
+@pytest.fixture(scope="module")
+def r8_other(tmp_path_factory, randomize_bn):
+    """Another resnet8 with the same classes but its own preprocessing: per-channel
+    mean/std normalization and 40x40 inputs (the net pools globally, so any size runs)."""
+    from resnets import create_model
+    from resnets.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    model = randomize_bn(create_model("resnet8"), seed=1)
+    meta = {"kind": "weights", "model": "resnet8", "model_kwargs": {"num_classes": 10},
+            "classes": [f"c{i}" for i in range(10)], "image_size": [3, 40, 40],
+            "normalization": Normalization("channel_mean_std", [0.3, 0.5, 0.6],
+                                           [0.2, 0.25, 0.3]).to_dict()}
+    path = tmp_path_factory.mktemp("r8-other") / "other.safetensors"
+    save_checkpoint(path, model=model, meta=meta)
+    return path
+
+
+def _all_probs(predictor, paths):
+    """Every class probability of each readable path: {path: tensor in class order}."""
+    out = {}
+    for r in predictor.predict(paths, topk=10):
+        if isinstance(r, Prediction):
+            got = dict(r.topk)
+            out[r.path] = torch.tensor([got[c] for c in predictor.classes])
+    return out
+
+
+def test_ensemble_of_one_is_the_checkpoint(r8_checkpoint, image_tree):
+    paths, _ = find_images([image_tree])
+    alone = list(Predictor.from_checkpoint(r8_checkpoint).predict(paths, topk=10))
+    ensemble = EnsemblePredictor.from_checkpoints([r8_checkpoint])
+    together = list(ensemble.predict(paths, topk=10))
+    assert [type(r) for r in alone] == [type(r) for r in together]
+    for a, b in zip(alone, together, strict=True):
+        if isinstance(a, Prediction):
+            assert b.topk == a.topk  # the same probabilities, bit for bit
+            assert b.members == [a.topk[0]]
+            assert a.members is None and "members" not in a.to_dict()
+
+
+def test_ensemble_averages_members_each_with_its_own_preprocessing(r8_checkpoint, r8_other,
+                                                                  image_tree):
+    paths, _ = find_images([image_tree])
+    first = Predictor.from_checkpoint(r8_checkpoint)
+    second = Predictor.from_checkpoint(r8_other)
+    assert second.preprocessing.size == (40, 40) != first.preprocessing.size
+    p1, p2 = _all_probs(first, paths), _all_probs(second, paths)
+    ensemble = EnsemblePredictor.from_checkpoints([r8_checkpoint, r8_other], weights="3,1",
+                                                  batch_size=2)
+    assert ensemble.weights == [0.75, 0.25]
+    results = [r for r in ensemble.predict(paths, topk=10) if isinstance(r, Prediction)]
+    assert len(results) == 5 and set(p1) == {r.path for r in results}
+    disagreements = 0
+    for r in results:
+        expected = 0.75 * p1[r.path] + 0.25 * p2[r.path]
+        got = dict(r.topk)
+        assert torch.allclose(torch.tensor([got[c] for c in ensemble.classes]), expected,
+                              atol=1e-6)
+        assert r.topk[0][0] == ensemble.classes[int(expected.argmax())]
+        tops = [ensemble.classes[int(p[r.path].argmax())] for p in (p1, p2)]
+        assert [c for c, _ in r.members] == tops
+        assert [v for _, v in r.members] == pytest.approx(
+            [float(p1[r.path].max()), float(p2[r.path].max())], abs=1e-6)
+        disagreements += tops[0] != tops[1]
+    assert disagreements > 0  # the two nets differ, so the average is not trivially either
+
+
+def test_predict_cli_ensemble_prints_and_jsons_the_average(r8_checkpoint, r8_other, image_tree,
+                                                           capsys):
+    image = image_tree / "a.png"
+    p1 = _all_probs(Predictor.from_checkpoint(r8_checkpoint), [image])[str(image)]
+    p2 = _all_probs(Predictor.from_checkpoint(r8_other), [image])[str(image)]
+    top = f"c{int(((p1 + p2) / 2).argmax())}"
+    assert main(["predict", "--checkpoint", str(r8_checkpoint), "--checkpoint", str(r8_other),
+                 str(image), "--topk", "2", "--json", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    (pred,) = json.loads(lines[-1])["predictions"]
+    assert pred["topk"][0]["class"] == top and len(pred["topk"]) == 2
+    assert pred["topk"][0]["prob"] == pytest.approx(float(((p1 + p2) / 2).max()), abs=1e-6)
+    assert [m["class"] for m in pred["members"]] == [f"c{int(p1.argmax())}",
+                                                     f"c{int(p2.argmax())}"]
+    assert lines[0].startswith(f"{image}: {top} ") and "(members: " in lines[0]
+    assert lines[-2] == "1 images: 1 ok, 0 failed"
+
+
+def test_predict_cli_ensemble_refuses_other_classes_and_bad_weights(r8_checkpoint, image_tree,
+                                                                    tmp_path, capsys):
+    from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(r8_checkpoint)
+    other = tmp_path / "animals.safetensors"
+    animals = ["cat", "dog", "emu", "fox", "gnu", "hen", "ibis", "jay", "koi", "lynx"]
+    save_checkpoint(other, model=model, meta={**{k: meta[k] for k in (
+        "kind", "model", "model_kwargs", "normalization", "image_size")}, "classes": animals})
+    image = str(image_tree / "a.png")
+    assert main(["predict", "--checkpoint", str(r8_checkpoint), "--checkpoint", str(other),
+                 image, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "different classes" in err and "[c0, c1, c2" in err and "[cat, dog, emu" in err
+    assert str(other) in err
+    assert main(["predict", "--checkpoint", str(r8_checkpoint), "--checkpoint",
+                 str(r8_checkpoint), "--weights", "1,0", image, "--device", "cpu"]) == 2
+    assert "finite and positive" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`resnets predict`: top-k classes of image files and folders with a checkpoint."""
+"""`resnets predict`: top-k classes of image files and folders with a checkpoint, or with an
+ensemble of checkpoints (repeated --checkpoint: averaged softmax scores)."""
 
 from __future__ import annotations
 
@@ -13,28 +14,45 @@ def register(sub) -> None:
                     "for files Pillow reads. Images are resized and normalized as the "
                     "checkpoint records (CIFAR: the whole image to 32x32; imported ImageNet "
                     "weights: resize and center crop). An unreadable file is reported with "
-                    "its path and the others go on; the exit status is 1 when any failed.")
+                    "its path and the others go on; the exit status is 1 when any failed. "
+                    "Several --checkpoint options predict as an ensemble: each member "
+                    "prepares the image as its own checkpoint records, their softmax scores "
+                    "are averaged, and each line ends with every member's top class.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-    p.add_argument("--checkpoint", required=True,
-                   help="a .safetensors checkpoint (resnets train or resnets import)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a .safetensors checkpoint (resnets train or resnets import) or a "
+                        "shipped weight name (resnet20.cifar10); repeat it for an ensemble")
+    p.add_argument("--weights", default=None, metavar="W1,W2,...",
+                   help="ensemble weights, one positive number per --checkpoint in order "
+                        "(normalized to sum to 1; default: equal)")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true",
                    help='end with one JSON line: {"predictions": [{"path", "topk": [{"class", '
-                        '"prob"}]}], "failed": [{"path", "error"}]}')
+                        '"prob"}], "members": [{"class", "prob"}] (ensembles only)}], '
+                        '"failed": [{"path", "error"}]}')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..serve.predict import Failure, Predictor, find_images
+    from ..serve.predict import EnsemblePredictor, Failure, Predictor, find_images
     from ..train.loop import resolve_device
 
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1, got {args.topk}.")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device),
-                                          batch_size=args.batch_size)
+    device = resolve_device(args.device)
+    if len(args.checkpoint) > 1 or args.weights is not None:
+        from ..eval.ensemble import ensemble_weights
+
+        weights = ensemble_weights(args.weights, len(args.checkpoint))  # before any loading
+        predictor = EnsemblePredictor.from_checkpoints(args.checkpoint, device=device,
+                                                       batch_size=args.batch_size,
+                                                       weights=weights)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint[0], device=device,
+                                              batch_size=args.batch_size)
     paths, failed = find_images(args.inputs)
     if not paths and not failed:
         raise UserError(f"no image files found in {' '.join(args.inputs)} (searched for "
@@ -48,7 +66,10 @@ def run(args) -> int:
             print(f"{result.path}: error: {result.error}", file=sys.stderr)
             continue
         predictions.append(result)
-        print(f"{result.path}: " + ", ".join(f"{c} {p:.4f}" for c, p in result.topk))
+        line = f"{result.path}: " + ", ".join(f"{c} {p:.4f}" for c, p in result.topk)
+        if result.members is not None:
+            line += "  (members: " + ", ".join(f"{c} {p:.4f}" for c, p in result.members) + ")"
+        print(line)
     print(f"{len(predictions) + len(failed)} images: {len(predictions)} ok, "
           f"{len(failed)} failed")
     if args.json:

@@ -13,6 +13,10 @@ An image goes through the same steps as the checkpoint's training or eval data:
 
 Files are decoded one by one and run through the network in batches; a file that cannot be
 read becomes a `Failure` carrying its path and the reason, and the rest goes on.
+
+`EnsemblePredictor` does the same with several checkpoints (the paper's Table 5): each file is
+decoded once, each member resizes and normalizes it as its own checkpoint records, and the
+members' softmax probabilities are averaged (optionally weighted).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from ..data.sources import _to_rgb8
 from ..errors import CheckpointError, UserError
 from ..train.checkpoint import load_checkpoint
 
-__all__ = ["Failure", "Prediction", "Predictor", "Preprocessing", "find_images",
-           "image_extensions"]
+__all__ = ["EnsemblePredictor", "Failure", "Prediction", "Predictor", "Preprocessing",
+           "find_images", "image_extensions"]
 
 # Pillow plugins that hand the file to an external program are never used on user files.
 _EXTERNAL_DECODERS = frozenset({"EPS"})
@@ -56,9 +60,15 @@ def image_extensions() -> frozenset[str]:
 class Prediction:
     path: str
     topk: list[tuple[str, float]]  # (class name, probability), most probable first
+    # Ensembles only: each member's top class and its probability, in member order.
+    members: list[tuple[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "topk": [{"class": c, "prob": p} for c, p in self.topk]}
+        out: dict[str, Any] = {"path": self.path,
+                               "topk": [{"class": c, "prob": p} for c, p in self.topk]}
+        if self.members is not None:
+            out["members"] = [{"class": c, "prob": p} for c, p in self.members]
+        return out
 
 
 @dataclass
@@ -123,8 +133,59 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[F
     return found, missing
 
 
+class _BatchedPredictor:
+    """Reads files in batches of ``batch_size`` and turns the class probabilities that
+    ``_probabilities`` gives for them into `Prediction`s; unreadable files into `Failure`s."""
+
+    classes: list[str]
+    batch_size: int
+
+    def _load(self, path: str | os.PathLike) -> Any:  # what `_probabilities` takes, per file
+        raise NotImplementedError
+
+    def _probabilities(self, items: list) -> tuple[torch.Tensor, list | None]:
+        """(B, num_classes) probabilities on the CPU, and per image the members' top classes
+        (None for a single checkpoint)."""
+        raise NotImplementedError
+
+    def predict(self, paths: Iterable[str | os.PathLike], topk: int = 5
+                ) -> Iterator[Prediction | Failure]:
+        """One result per path, in the order given: the ``topk`` classes (at most all of
+        them) with their probabilities, or a `Failure` for a file that could not be read."""
+        k = max(1, min(topk, len(self.classes)))
+        chunk: list[str | os.PathLike] = []
+        for path in paths:
+            chunk.append(path)
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk, k)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, k)
+
+    def _predict_chunk(self, paths: list, k: int) -> Iterator[Prediction | Failure]:
+        results: list[Prediction | Failure | None] = []
+        items, slots = [], []
+        for path in paths:
+            try:
+                items.append(self._load(path))
+            except Exception as e:  # Pillow raises many exception types on bad input
+                results.append(Failure(str(path), f"{type(e).__name__}: {e}"))
+                continue
+            slots.append(len(results))
+            results.append(None)
+        if items:
+            all_probs, member_tops = self._probabilities(items)
+            probs, index = all_probs.topk(k, dim=1)
+            for j, (slot, p, i) in enumerate(zip(slots, probs.tolist(), index.tolist(),
+                                                 strict=True)):
+                results[slot] = Prediction(
+                    str(paths[slot]), [(self.classes[c], v) for c, v in zip(i, p, strict=True)],
+                    None if member_tops is None else member_tops[j])
+        yield from results  # every slot is filled by now
+
+
 @dataclass
-class Predictor:
+class Predictor(_BatchedPredictor):
     """A checkpoint loaded once for prediction on image files.
 
     >>> predictor = Predictor.from_checkpoint("runs/r20/best.safetensors")
@@ -171,35 +232,68 @@ class Predictor:
         x = self.normalization.apply(images.to(self.device))  # (B, 3, H, W) float32
         return torch.softmax(self.model(x).float(), dim=1).cpu()
 
-    def predict(self, paths: Iterable[str | os.PathLike], topk: int = 5
-                ) -> Iterator[Prediction | Failure]:
-        """One result per path, in the order given: the ``topk`` classes (at most all of
-        them) with their probabilities, or a `Failure` for a file that could not be read."""
-        k = max(1, min(topk, len(self.classes)))
-        chunk: list[str | os.PathLike] = []
-        for path in paths:
-            chunk.append(path)
-            if len(chunk) == self.batch_size:
-                yield from self._predict_chunk(chunk, k)
-                chunk = []
-        if chunk:
-            yield from self._predict_chunk(chunk, k)
+    def _load(self, path: str | os.PathLike) -> torch.Tensor:
+        return self.load_image(path)
 
-    def _predict_chunk(self, paths: list, k: int) -> Iterator[Prediction | Failure]:
-        results: list[Prediction | Failure | None] = []
-        images, slots = [], []
-        for path in paths:
-            try:
-                images.append(self.load_image(path))
-            except Exception as e:  # Pillow raises many exception types on bad input
-                results.append(Failure(str(path), f"{type(e).__name__}: {e}"))
-                continue
-            slots.append(len(results))
-            results.append(None)
-        if images:
-            probs, index = self.probabilities(torch.stack(images)).topk(k, dim=1)
-            for slot, p, i in zip(slots, probs.tolist(), index.tolist(), strict=True):
-                results[slot] = Prediction(str(paths[slot]),
-                                           [(self.classes[c], v) for c, v in zip(i, p,
-                                                                                 strict=True)])
-        yield from results  # every slot is filled by now
+    def _probabilities(self, items: list[torch.Tensor]) -> tuple[torch.Tensor, None]:
+        return self.probabilities(torch.stack(items)), None
+
+    def decode(self, path: str | os.PathLike) -> Image.Image:
+        """Decode one file to an RGB PIL image (before resizing); raises as `load_image`."""
+        with Image.open(path, formats=self._formats) as img:
+            img.load()
+            # A copy: a closed file's image can no longer be read.
+            return img.copy() if img.mode == "RGB" else _to_rgb8(img)
+
+
+@dataclass
+class EnsemblePredictor(_BatchedPredictor):
+    """Several checkpoints predicting together: the weighted mean of their softmax
+    probabilities, each member preparing the image as its checkpoint records.
+
+    >>> ensemble = EnsemblePredictor.from_checkpoints(["a/best.safetensors", "resnet20.cifar10"])
+    >>> for result in ensemble.predict(["cat.png"], topk=3): print(result.topk, result.members)
+    """
+
+    members: list[Predictor]
+    weights: str | list[float] | None = None  # as `ensemble_weights`; normalized to sum to 1
+    batch_size: int = 64
+    names: list[str] | None = None  # the members' checkpoints, for messages
+
+    def __post_init__(self) -> None:
+        from ..eval.ensemble import check_same_classes, ensemble_weights
+
+        if not self.members:
+            raise UserError("an ensemble needs at least one --checkpoint.")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        self.names = self.names or [f"member {i}" for i in range(len(self.members))]
+        self.classes = check_same_classes([m.meta for m in self.members], self.names)
+        self.weights = ensemble_weights(self.weights, len(self.members))
+
+    @classmethod
+    def from_checkpoints(cls, paths: Iterable[str | os.PathLike], *,
+                         device: str | torch.device = "cpu", batch_size: int = 64,
+                         weights: str | list[float] | None = None) -> EnsemblePredictor:
+        """Load every checkpoint (path or shipped weight name) onto ``device``; ``weights``
+        as `resnets.eval.ensemble.ensemble_weights` (default: equal)."""
+        paths = [str(p) for p in paths]
+        members = [Predictor.from_checkpoint(p, device=device, batch_size=batch_size)
+                   for p in paths]
+        return cls(members, weights, batch_size, paths)
+
+    def _load(self, path: str | os.PathLike) -> Image.Image:
+        return self.members[0].decode(path)  # once; each member resizes it its own way
+
+    def _probabilities(self, items: list[Image.Image]
+                       ) -> tuple[torch.Tensor, list[list[tuple[str, float]]]]:
+        total = None
+        tops = []  # per member: (top probability, class index), each (B,)
+        for member, weight in zip(self.members, self.weights, strict=True):
+            batch = torch.stack([torch.from_numpy(member.preprocessing(img)) for img in items])
+            probs = member.probabilities(batch)  # (B, num_classes)
+            tops.append(probs.max(dim=1))
+            total = weight * probs if total is None else total + weight * probs
+        per_image = [[(self.classes[int(t.indices[b])], float(t.values[b])) for t in tops]
+                     for b in range(len(items))]
+        return total, per_image
