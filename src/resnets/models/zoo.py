@@ -69,7 +69,8 @@ def _cifar(depth: int, prefix: str, description: str, **fixed):
 
 
 for _d in (18, 34, 50, 101, 152):
-    _imagenet(_d, "resnet", f"ResNet-{_d} (Table 1), option B")
+    _note = f"; Table 2's ResNet-{_d} is resnet{_d}_a (option A)" if _d < 50 else ""
+    _imagenet(_d, "resnet", f"ResNet-{_d} (Table 1), option B{_note}")
 for _d in (18, 34):
     _imagenet(_d, "resnet", f"ResNet-{_d} of Table 2 / Fig. 4: option A, no extra parameters "
               f"(same count as plain-{_d})", suffix="_a", shortcut="A")
