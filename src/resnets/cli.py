@@ -13,6 +13,7 @@ def _commands():
     from .commands import (
         analyze,
         bench,
+        check,
         evaluate,
         experiment,
         export,
@@ -25,7 +26,7 @@ def _commands():
     )
 
     return [models, weights, train, evaluate, experiment, analyze, report, predict,
-            import_weights, export, bench]
+            import_weights, export, bench, check]
 
 
 def build_parser() -> argparse.ArgumentParser:
