@@ -186,9 +186,10 @@ def check_run(run_dir: str | Path, against: str | Path, *,
             other = _versions(r, [])[key]
             if other not in ref[key].split(" / "):
                 ref[key] += f" / {other}"
-    details.append(f"{'':<12} {'yours':<40} committed")
+    width = max(len(v) for v in ours.values()) + 2
+    details.append(f"{'':<12} {'yours':<{width}} committed")
     for key in ("torch", "torchvision", "device"):
-        details.append(f"{key:<12} {ours[key]:<40} {ref[key]}")
+        details.append(f"{key:<12} {ours[key]:<{width}} {ref[key]}")
 
     # Config fields that differ, against each committed seed's config.
     diffs: dict[str, tuple[Any, Any]] = {}
