@@ -2,13 +2,22 @@
 
 import importlib
 
-from .models import ResNet, count_macs, count_params, create_model, list_models, model_info
+from .models import (
+    ResNet,
+    count_macs,
+    count_params,
+    create_model,
+    get_weights,
+    list_models,
+    list_weights,
+    model_info,
+)
 from .train.checkpoint import load_checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["ResNet", "count_macs", "count_params", "create_model", "list_models",
-           "load_checkpoint", "model_info", "__version__"]
+__all__ = ["ResNet", "count_macs", "count_params", "create_model", "get_weights", "list_models",
+           "list_weights", "load_checkpoint", "model_info", "__version__"]
 
 # Subpackages load on first use (``resnets.serve.predict.Predictor``), so that
 # ``import resnets`` stays light.
