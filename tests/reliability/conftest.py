@@ -146,7 +146,8 @@ def trained(tiny_train_args, tmp_path_factory):
 
 def rewrite_metadata(src: Path, dst: Path, change: Callable[[dict], object]) -> Path:
     """Copy the checkpoint ``src`` to ``dst`` with its JSON record replaced by ``change(record)``
-    (which may edit the dict in place and return None, or return any JSON value)."""
+    (which may edit the dict in place and return None, return any JSON value, or return
+    ``bytes``: the record's raw text)."""
     import json
 
     data = src.read_bytes()
@@ -154,7 +155,8 @@ def rewrite_metadata(src: Path, dst: Path, change: Callable[[dict], object]) -> 
     header = json.loads(data[8 : 8 + n])
     record = json.loads(header["__metadata__"]["resnets"])
     new = change(record)
-    header["__metadata__"]["resnets"] = json.dumps(record if new is None else new)
+    header["__metadata__"]["resnets"] = (new.decode() if isinstance(new, bytes)
+                                         else json.dumps(record if new is None else new))
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors keeps the data 8-byte aligned
     dst.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])

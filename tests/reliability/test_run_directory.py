@@ -156,8 +156,18 @@ def small_pair():
 
 
 META = {"kind": "training", "model": "resnet8", "model_kwargs": {"num_classes": 10},
-        "classes": [f"c{i}" for i in range(10)], "image_size": [3, 32, 32],
-        "normalization": {"kind": "per_pixel_mean", "mean": [0.0, 0.0, 0.0], "std": None}}
+        "classes": [f"c{i}" for i in range(10)], "config": {"model": "resnet8"},
+        "metrics": {"train": {}, "val": {}},
+        "train_state": {"in_warmup": False, "nonfinite_in_row": 0, "nonfinite_total": 0,
+                        "best_val_error": None, "elapsed_s": 0.0}}
+
+
+def _save(run_dir, model, opt, iteration):
+    import torch
+
+    window = {k: torch.tensor(0) for k in ("loss", "wrong", "seen", "steps")}
+    rotate_and_save(run_dir, model=model, optimizer=opt, meta={**META, "iteration": iteration},
+                    extra=window)
 
 
 @pytest.mark.parametrize("kill_at", range(4))
@@ -165,7 +175,7 @@ def test_a_kill_at_each_step_of_a_rotation_keeps_the_newest(tmp_path, monkeypatc
                                                            kill_at):
     model, opt = small_pair
     for it in (10, 20):
-        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": it})
+        _save(tmp_path, model, opt, it)
     steps = []
 
     def killing(real):
@@ -183,7 +193,7 @@ def test_a_kill_at_each_step_of_a_rotation_keeps_the_newest(tmp_path, monkeypatc
     fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (killing(fsync)(fd) if steps else fsync(fd)))
     with pytest.raises(Killed):
-        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": 30})
+        _save(tmp_path, model, opt, 30)
     monkeypatch.undo()
     assert steps[kill_at] == ["link", "replace", "replace", "fsync"][kill_at]
     ckpt, path = find_resume_checkpoint(tmp_path)
@@ -197,14 +207,14 @@ def test_a_full_disk_during_the_write_keeps_every_checkpoint(tmp_path, monkeypat
 
     model, opt = small_pair
     for it in (10, 20):
-        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": it})
+        _save(tmp_path, model, opt, it)
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(UserError) as info:
-        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": 30})
+        _save(tmp_path, model, opt, 30)
     monkeypatch.undo()
     assert (f"could not write checkpoint {tmp_path / LAST} in {tmp_path} (No space left on "
             f"device); {tmp_path / LAST} still holds the previous checkpoint.") in str(info.value)

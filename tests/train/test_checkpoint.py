@@ -20,7 +20,12 @@ from resnets.train.checkpoint import (
 )
 
 META = {"model": "resnet8", "model_kwargs": {"num_classes": 10}, "classes": list("abcdefghij"),
-        "iteration": 7, "config": {"seed": 0}}
+        "iteration": 7, "config": {"seed": 0}, "metrics": {"train": {}, "val": {}},
+        "train_state": {"in_warmup": False, "nonfinite_in_row": 0, "nonfinite_total": 0,
+                        "best_val_error": None, "elapsed_s": 1.5}}
+# The metric accumulators every training checkpoint carries.
+WINDOW = {"loss": torch.tensor(0.0, dtype=torch.float64), "wrong": torch.tensor(0),
+          "seen": torch.tensor(0), "steps": torch.tensor(0)}
 
 
 def _trained_pair():
@@ -41,7 +46,8 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
     random.seed(5)
     np.random.seed(9)
     path = save_checkpoint(tmp_path / "c.safetensors", model=model, meta=META, optimizer=opt,
-                           extra={"acc": torch.tensor(3.5)}, include_rng=True)
+                           extra={**WINDOW, "acc": torch.tensor(3.5)},
+                           include_rng=True)
     expected = (torch.rand(3), random.random(), np.random.rand())
 
     ckpt = read_checkpoint(path)
@@ -90,7 +96,8 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 def test_rotation_and_auto_resume_skip_damaged_files(tmp_path):
     model, opt = _trained_pair()
     for it in (10, 20):
-        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": it})
+        rotate_and_save(tmp_path, model=model, optimizer=opt, meta={**META, "iteration": it},
+                        extra=WINDOW)
     assert read_checkpoint(tmp_path / LAST).iteration == 20
     assert read_checkpoint(tmp_path / PREVIOUS).iteration == 10
     ckpt, path = find_resume_checkpoint(tmp_path)

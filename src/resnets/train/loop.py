@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import cpu_model
 from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
 from ..models import create_model, model_info
@@ -45,6 +46,8 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import build_train_data
 from .distributed import DistEnv, all_reduce_, barrier, broadcast_object, init_distributed
+from .precision import choose as choose_precision
+from .precision import native_bf16
 from .schedule import lr_at, warmup_should_end
 
 # Options that may change between a run and its resumption; anything else must match.
@@ -84,18 +87,10 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast + channels_last is the fast path on ``device``.
-
-    True on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), where oneDNN runs bf16
-    convolutions in channels_last several times faster than fp32 NCHW (see benchmarks/).
-    """
-    if device.type == "cuda":
-        return True
-    try:
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def _probe_size(cfg: TrainConfig) -> tuple[int, int, int]:
+    """The training input size: the family's, or the folder pipeline's crop."""
+    c, h, w = model_info(cfg.model).input_size
+    return (c, cfg.crop_size, cfg.crop_size) if h != 32 else (c, h, w)
 
 
 def seed_everything(seed: int) -> None:
@@ -234,10 +229,18 @@ class Trainer:
         if cfg.sync_bn and self.device.type != "cuda":
             raise UserError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                             "kernel); drop --sync-bn for CPU / gloo runs.")
-        fast = fast_bf16(self.device)
-        self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" or (
-            cfg.precision == "auto" and fast) else None
-        self.channels_last = fast if cfg.channels_last is None else cfg.channels_last
+        if cfg.precision == "auto":  # measured per machine and model; rank 0 decides for all
+            choice = choose_precision(self.device, cfg.model, cfg.model_kwargs,
+                                      cfg.batch_size // self.dist.world_size,
+                                      _probe_size(cfg)) if self.dist.is_main else None
+            choice = broadcast_object(choice, self.dist)
+            bf16, layout, self.precision_choice = (choice.bf16, choice.channels_last,
+                                                   choice.reason)
+        else:
+            bf16, layout = cfg.precision == "bf16", native_bf16(self.device)
+            self.precision_choice = f"--precision {cfg.precision}"
+        self.amp_dtype = torch.bfloat16 if bf16 else None
+        self.channels_last = layout if cfg.channels_last is None else cfg.channels_last
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
@@ -428,7 +431,13 @@ class Trainer:
                 f"({', '.join(self.classes)}). Resume with the run's original --data, or start "
                 f"a new run in another --out directory.")
         self.model.load_state_dict(ckpt.model_state, strict=True)
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        try:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+        except (ValueError, KeyError, TypeError) as e:  # e.g. other parameter groups
+            raise CheckpointError(
+                f"cannot resume from {self.resumed_from}: its optimizer state does not fit the "
+                f"model's trainable parameters ({e}). Resume with the run's original options "
+                f"(--freeze), or start a new run in another --out directory.") from None
         st = ckpt.meta["train_state"]
         self.iteration = ckpt.iteration
         self.in_warmup = st["in_warmup"]
@@ -654,6 +663,7 @@ class Trainer:
             "model": self.cfg.model,
             "device": device_name(self.device),
             "precision": "bf16" if self.amp_dtype is not None else "fp32",
+            "precision_choice": self.precision_choice,
             "channels_last": self.channels_last,
             "train_images": self.num_train,
             "val_images": self.num_val,
@@ -671,20 +681,6 @@ class Trainer:
             "classes": self.classes,
             "normalization": self.normalization.kind,
         }
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else the platform's processor string."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device: torch.device) -> str:
