@@ -43,6 +43,7 @@ class RunLogger:
         self.metrics.write(json.dumps({"kind": "segment", "iteration": start,
                                        "device": describe["device"],
                                        "precision": describe["precision"],
+                                       "precision_choice": describe.get("precision_choice"),
                                        "versions": record["versions"]}) + "\n")
         self.metrics.flush()
         self.bar = None
@@ -54,6 +55,8 @@ class RunLogger:
                      f"{describe['val_images']} val images from {describe['data_source']}); "
                      f"{cfg.iterations} iterations, {describe['steps_per_epoch']} per epoch; "
                      f"writing to {out}")
+        if describe.get("precision_choice"):
+            self.message(f"precision: {describe['precision_choice']}")
 
     def message(self, text: str) -> None:
         if not self.enabled:
