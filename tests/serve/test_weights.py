@@ -242,7 +242,7 @@ def akamaster_file(tmp_path, n: int, randomize_bn, seed: int = 0, counters: bool
 AKA_MEAN, AKA_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.mark.parametrize("n", [1, 3, 5])  # resnet8, resnet20, resnet32
+@pytest.mark.parametrize("n", [1, 3, 5, 18])  # resnet8, resnet20, resnet32, resnet110
 def test_akamaster_import_gives_the_same_logits(tmp_path, randomize_bn, n):
     from resnets.serve.weights import import_akamaster
 
