@@ -79,9 +79,24 @@ def test_bad_settings_are_user_errors():
 
 
 def test_cli_ends_with_one_json_line(capsys):
-    code = main(["bench", "--model", "resnet8", "--device", "cpu", "--batch", "2",
-                 "--steps", "1", "--warmup", "0", "--json"])
+    code = main(["bench", "--model", "resnet8", "--device", "cpu", "--batch-size", "2",
+                 "--precision", "fp32", "--steps", "1", "--warmup", "0", "--json"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and "img/s" in lines[1]
     record = json.loads(lines[-1])
     assert record["model"] == "resnet8" and record["batch_size"] == 2
+    assert record["cpu_model"] and record["cpu_model"] in record["device_name"]
+
+
+def test_bench_speaks_trains_vocabulary_and_resolves_auto(capsys, monkeypatch, tmp_path):
+    from resnets.train import precision
+
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "measure", lambda *a: {"fp32": 0.2, "bf16": 0.1})
+    code = main(["bench", "--model", "resnet8", "--device", "cpu", "--batch", "2",
+                 "--steps", "1", "--warmup", "0", "--json"])  # --batch: the old spelling
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and record["batch_size"] == 2
+    assert (record["precision"], record["channels_last"]) == ("bf16", True)
+    assert record["precision_choice"].startswith("auto on ")

@@ -31,10 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import cpu_model
 from .errors import UserError
 from .models import count_macs, create_model, model_info
 from .train.checkpoint import versions
 from .train.loop import device_name, resolve_device
+from .train.precision import choose as choose_precision
+from .train.precision import native_bf16
 
 __all__ = ["MODES", "PRECISIONS", "TORCHVISION_NAMES", "make_step", "matmul_peak_tflops",
            "run_benchmark", "time_interleaved"]
@@ -181,7 +184,7 @@ def run_benchmark(
     *,
     batch_size: int | None = None,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     compile: bool = False,
     mode: str = "infer",
     steps: int = 20,
@@ -196,8 +199,10 @@ def run_benchmark(
 
     Args:
         batch_size: images per step; default 256 on CUDA, 16 on CPU.
-        precision: ``fp32``, or ``bf16`` autocast (the matmul peak is then measured in bf16).
-        channels_last: model and inputs in channels_last memory format.
+        precision: ``fp32``, ``bf16`` autocast (the matmul peak is then measured in bf16), or
+            ``auto``: the faster of the two for training this model (`resnets.train.precision`).
+        channels_last: model and inputs in channels_last memory format; None: with bf16 where
+            bf16 is native, as training does.
         compile: ``torch.compile`` the model(s); compilation happens in the warm-up.
         mode: ``infer`` (eval mode, inference_mode) or ``train`` (full SGD step).
         steps, warmup: timed and untimed steps per model.
@@ -217,6 +222,13 @@ def run_benchmark(
     side = image_size or info.input_size[1]
     input_size = (info.input_size[0], side, side)
     batch = batch_size or (256 if dev.type == "cuda" else 16)
+    choice = None
+    if precision == "auto":
+        choice = choose_precision(dev, name, {}, batch, input_size)
+        precision = "bf16" if choice.bf16 else "fp32"
+        channels_last = choice.channels_last if channels_last is None else channels_last
+    elif channels_last is None:
+        channels_last = precision == "bf16" and native_bf16(dev)
     flops_factor = 3 if mode == "train" else 1
 
     torch.manual_seed(0)
@@ -264,6 +276,8 @@ def run_benchmark(
         "torchvision": None,
         "device": str(dev),
         "device_name": device_name(dev),
+        "cpu_model": cpu_model(),
+        "precision_choice": choice.reason if choice else None,
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
     }

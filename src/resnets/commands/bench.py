@@ -3,6 +3,7 @@ matmul peak, and torchvision's model beside it for the ImageNet depths."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 
@@ -13,12 +14,15 @@ def register(sub) -> None:
                     "against a matmul timed on the same device, and for resnet18/34/50/101/152 "
                     "time torchvision's model in the same run.")
     p.add_argument("--model", required=True, help="a registered name (`resnets models`)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=None,
                    help="images per step (default: 256 on CUDA, 16 on CPU)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32, or bf16 autocast (default: fp32)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="model and inputs in channels_last memory format")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="as for `resnets train`: auto (the faster of fp32 and bf16 on this "
+                        "device, measured once and cached), fp32, or bf16 autocast "
+                        "(default: auto)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="model and inputs in channels_last memory format (default: with "
+                        "bf16 where it is native, as for `resnets train`)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument("--mode", choices=["train", "infer"], default="infer",
                    help="infer: forward only; train: forward, backward and SGD step")
@@ -40,7 +44,7 @@ def run(args) -> int:
     from ..bench import run_benchmark
 
     res = run_benchmark(
-        args.model, batch_size=args.batch, precision=args.precision,
+        args.model, batch_size=args.batch_size, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, mode=args.mode,
         steps=args.steps, warmup=args.warmup, rounds=args.rounds, device=args.device,
         image_size=args.image_size, compare_torchvision=not args.no_torchvision)
@@ -49,6 +53,8 @@ def run(args) -> int:
           f"{' channels_last' if res['channels_last'] else ''}"
           f"{' compiled' if res['compile'] else ''}, batch {res['batch_size']}, {c}x{h}x{w}, "
           f"{res['device_name']}")
+    if res.get("precision_choice"):
+        print(f"  precision: {res['precision_choice']}")
     print(f"  {res['img_per_s']:10.1f} img/s   {res['model_tflops']:.3f} TFLOP/s of model work "
           f"({res['flops_per_image'] / 1e9:.2f} GFLOP/image)")
     print(f"  matmul peak {res['peak_tflops']:.3f} TFLOP/s ({res['peak_dtype']}): the model "
