@@ -171,6 +171,18 @@ def test_mismatched_classes_are_refused(runs, split_folder, tmp_path):
                                         r".*\[k0, k1.*\]"):
         evaluate_ensemble([_ckpt(runs, "a"), str(other)], split="test",
                           data=str(split_folder), device="cpu", cache_dir=str(runs["cache"]))
+    # Same classes, but an ImageNet-style net: it reads other data, so it is refused too.
+    from resnets import create_model
+
+    r18 = save_checkpoint(tmp_path / "r18.safetensors",
+                          model=create_model("resnet18", num_classes=10),
+                          meta={"kind": "weights", "model": "resnet18", "classes": CLASSES,
+                                "model_kwargs": {"num_classes": 10},
+                                "normalization": meta["normalization"],
+                                "image_size": [3, 32, 32]})
+    with pytest.raises(UserError, match="mix model families \\(cifar, imagenet\\)"):
+        evaluate_ensemble([_ckpt(runs, "a"), str(r18)], split="test",
+                          data=str(split_folder), device="cpu", cache_dir=str(runs["cache"]))
 
 
 def test_eval_cli_prints_members_and_ensemble(runs, split_folder, capsys):
@@ -194,3 +206,41 @@ def test_eval_cli_prints_members_and_ensemble(runs, split_folder, capsys):
     # A count of weights that does not match: one paragraph, exit status 2.
     assert main(argv[:-3] + ["--weights", "1,1,1"]) == 2
     assert "--weights has 3 value(s) but there are 2 checkpoints" in capsys.readouterr().err
+
+
+def test_imagenet_family_members_on_a_folder(tmp_path, randomize_bn):
+    """ImageNet-style nets read ROOT/<split>/<class> through the protocol pipeline, each
+    with its own recorded resize / crop; the members are what `evaluate_checkpoint` says."""
+    from resnets import create_model
+
+    rng = np.random.default_rng(2)
+    for c, name in enumerate(CLASSES):
+        (tmp_path / "data" / "val" / name).mkdir(parents=True)
+        for i in range(2):
+            img = rng.integers(0, 256, size=(44 + 4 * c, 48, 3), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / "data" / "val" / name / f"{i}.png")
+    paths = []
+    for seed, (resize, crop) in enumerate(((40, 32), (36, 28))):
+        torch.manual_seed(seed)
+        model = randomize_bn(create_model("resnet18", num_classes=10), seed=seed)
+        meta = {"kind": "weights", "model": "resnet18", "model_kwargs": {"num_classes": 10},
+                "classes": CLASSES, "image_size": [3, crop, crop],
+                "preprocessing": {"resize": resize, "crop": crop, "interpolation": "bilinear"},
+                "normalization": Normalization("channel_mean_std", [0.5, 0.5, 0.5],
+                                               [0.25, 0.25, 0.25]).to_dict()}
+        paths.append(str(save_checkpoint(tmp_path / f"r18-{seed}.safetensors", model=model,
+                                         meta=meta)))
+    data = str(tmp_path / "data")
+    res = evaluate_ensemble(paths, data=data, split="val", device="cpu", workers=0,
+                            protocol="ten_crop")
+    assert res["n"] == 20 and res["data_source"] == f"image folder {data}/val"
+    assert res["ensemble"]["views_per_image"] == 10
+    for path, member in zip(paths, res["members"], strict=True):
+        alone = evaluate_checkpoint(path, data=data, split="val", device="cpu", workers=0,
+                                    protocol="ten_crop")
+        assert member["top1_error"] == alone["top1_error"]
+        assert member["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    one = evaluate_ensemble(paths[1:], data=data, split="val", device="cpu", workers=0,
+                            protocol="ten_crop")
+    assert one["ensemble"]["top1_error"] == res["members"][1]["top1_error"]
+    assert one["ensemble"]["loss"] == pytest.approx(res["members"][1]["loss"], rel=1e-6)
