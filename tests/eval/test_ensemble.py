@@ -244,3 +244,29 @@ def test_imagenet_family_members_on_a_folder(tmp_path, randomize_bn):
                             protocol="ten_crop")
     assert one["ensemble"]["top1_error"] == res["members"][1]["top1_error"]
     assert one["ensemble"]["loss"] == pytest.approx(res["members"][1]["loss"], rel=1e-6)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_ensemble_on_real_cifar(shared_cifar_tar, data_cache_dir, tmp_path):
+    """Two resnet8 nets, 60 iterations on 2k shared CIFAR-10 images (same seed, so the same
+    1k held-out images; different learning rates), and their ensemble on those 1k."""
+    from resnets.train.config import resolve_config
+    from resnets.train.loop import Trainer
+
+    paths = []
+    for name, lr in (("a", 0.1), ("b", 0.05)):
+        cfg = resolve_config("cifar10-paper", model="resnet8", data=str(shared_cifar_tar),
+                             cache_dir=str(data_cache_dir), val_split=1000, train_subset=2000,
+                             iterations=60, milestones=[45], batch_size=64, lr=lr,
+                             eval_every=60, save_every=60, log_every=20, device="cpu",
+                             deterministic=True)
+        Trainer(cfg, tmp_path / name, quiet=True).fit()
+        paths.append(str(tmp_path / name / "last.safetensors"))
+    res = evaluate_ensemble(paths, data=str(shared_cifar_tar), split="val", device="cpu",
+                            cache_dir=str(data_cache_dir))
+    errors = [m["top1_error"] for m in res["members"]]
+    print(f"real CIFAR-10 val (1k): members {errors}, ensemble {res['ensemble']['top1_error']}")
+    assert res["n"] == 1000 and max(errors) < 0.9
+    assert res["ensemble"]["top1_error"] <= max(errors)
+    assert res["ensemble"]["loss"] <= sum(m["loss"] for m in res["members"]) / 2 + 1e-6
