@@ -17,8 +17,9 @@ def register(sub) -> None:
     r.add_argument("--checkpoint", action="append", required=True,
                    help="a checkpoint (repeat for several nets)")
     r.add_argument("--data", default=None,
-                   help="dataset source (default: the checkpoint's; required for imported "
-                        "weights, whose --split train is every training image)")
+                   help="dataset source (default: CIFAR-10 via torchvision, never a path read "
+                        "from the checkpoint; required for imported weights, whose --split "
+                        "train is every training image)")
     r.add_argument("--split", choices=["val", "train", "test"], default="val")
     r.add_argument("--out", required=True)
     r.add_argument("--batch-size", type=int, default=500)

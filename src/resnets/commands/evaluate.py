@@ -25,8 +25,8 @@ def register(sub) -> None:
                    help="ensemble weights, one positive number per --checkpoint in order "
                         "(normalized to sum to 1; default: equal)")
     p.add_argument("--data", default=None,
-                   help="dataset source (default: the one the checkpoint was trained on; "
-                        "required for imported weights)")
+                   help="dataset source (default: CIFAR-10 via torchvision; never a path "
+                        "read from the checkpoint; required for imported weights)")
     p.add_argument("--split", choices=["test", "val", "train"], default="val")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")

@@ -593,8 +593,12 @@ class Trainer:
         cfg = self.cfg
         if self._lock is None and self.dist.is_main:  # fit() again after it released the lock
             self._lock = RunLock(self.out)
-        logger = RunLogger(self.out, cfg, start=self.iteration, quiet=self.quiet,
-                           describe=self.describe(), enabled=self.dist.is_main)
+        try:
+            logger = RunLogger(self.out, cfg, start=self.iteration, quiet=self.quiet,
+                               describe=self.describe(), enabled=self.dist.is_main)
+        except BaseException:
+            self.close()
+            raise
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         stopped, code, finished = None, 0, False
         if self.resumed_from is not None:
