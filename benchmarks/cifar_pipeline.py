@@ -3,9 +3,9 @@
 Reference: torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
 Normalize) in a DataLoader with worker processes, and the same network eager, NCHW, fp32.
 resnets: the device-resident uint8 pipeline (batched crop / flip / mean subtraction, no
-workers) with the trainer's defaults for the device (bf16 autocast + channels_last where the
-hardware has native bf16). An ablation row runs resnets' pipeline with fp32 NCHW, to show
-how much comes from the data path and how much from the numerics.
+workers) in fp32 NCHW and, where the CPU has native bf16, in bf16 + channels_last; then the
+trainer's `--precision auto`, which measures the two on first use and keeps the faster: the
+JSON says whether auto lands within 10% of the fastest row.
 
 Every config runs in this one process, on the same decoded images, timing only training steps
 after a warm-up. Usage:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
@@ -29,8 +28,9 @@ from torchvision import transforms
 
 from resnets import create_model
 from resnets.data import DeviceLoader, Normalization, channel_stats, load_image_set
+from resnets.device import cpu_model
 from resnets.train.checkpoint import versions
-from resnets.train.loop import fast_bf16
+from resnets.train.precision import choose, native_bf16
 
 
 class UInt8Images(Dataset):
@@ -119,25 +119,33 @@ def main() -> None:
 
     data = load_image_set(args.data, split="train")
     images, labels = data.images[:10000], data.labels[:10000]
-    native = fast_bf16(torch.device("cpu"))
+    native = native_bf16(torch.device("cpu"))
+    fp32, bf16 = "resnets pipeline, fp32 NCHW", "resnets pipeline, bf16 channels_last"
     rows = {"reference (torchvision DataLoader, fp32 NCHW)": reference(images, labels, args),
-            "resnets pipeline, fp32 NCHW": ours(images, labels, args, False, False)}
+            fp32: ours(images, labels, args, False, False)}
     if native:
-        rows["resnets pipeline, bf16 channels_last (trainer default here)"] = ours(
-            images, labels, args, True, True)
+        rows[bf16] = ours(images, labels, args, True, True)
+    auto = choose(torch.device("cpu"), args.model, {}, args.batch_size)
+    rows["resnets pipeline, --precision auto (trainer default)"] = ours(
+        images, labels, args, auto.bf16, auto.channels_last)
     base = rows["reference (torchvision DataLoader, fp32 NCHW)"]
-    default = list(rows.values())[-1]
+    default = rows["resnets pipeline, --precision auto (trainer default)"]
+    fastest = max(rows[fp32], rows.get(bf16, 0.0))
     for name, ips in rows.items():
         print(f"{name:<62} {ips:8.1f} img/s  {ips / base:5.2f}x")
+    print(f"auto chose {'bf16' if auto.bf16 else 'fp32'}: {auto.reason}")
     result = {
         "benchmark": "cifar_pipeline",
         "model": args.model, "batch_size": args.batch_size, "steps": args.steps,
         "warmup": args.warmup, "reference_workers": args.workers,
         "data": data.source, "images_used": len(labels),
         "img_per_s": rows, "speedup_default_vs_reference": default / base,
+        "auto_choice": {"bf16": auto.bf16, "reason": auto.reason,
+                        "fraction_of_fastest": default / fastest,
+                        "within_10pct_of_fastest": default >= 0.9 * fastest},
         "cpu_native_bf16": native,
-        "hardware": {"cpu": platform.processor() or platform.machine(),
-                     "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads()},
         "versions": versions(),
     }
     print(f"speed-up of the trainer's default over the reference: {default / base:.2f}x")
