@@ -84,8 +84,14 @@ class Section:
 
 def _experiment(d: Path, md_base: Path) -> Section:
     s = json.loads((d / "summary.json").read_text())
-    sec = Section(f"{s['title']} ({s['preset']} preset)", "experiment")
-    sec.text(f"Directory {d}; settings: {json.dumps(s['settings'], sort_keys=True)}.")
+    its = s["settings"].get("iterations") or max((r.get("target_iterations") or
+                                                   r["iterations"] for r in s["rows"]), default=0)
+    state = "" if s.get("complete", True) else "; in progress"
+    sec = Section(f"{s['title']} ({s['preset']} preset, {its:,} iterations{state})", "experiment")
+    sec.text(f"Directory {d.name}. Settings beyond the recipe's defaults:")
+    sec.table(f"{s['experiment']}-settings", ["setting", "value"],
+              [[k, json.dumps(v) if isinstance(v, list | dict) else v]
+               for k, v in sorted(s["settings"].items())])
     sec.markdown_table(s["experiment"], (d / "table.md").read_text())
     for name in s.get("figures", []):
         sec.figure(d / name, f"{s['title']}: {name}", md_base)

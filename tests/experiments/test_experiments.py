@@ -105,9 +105,11 @@ def test_report_embeds_every_figure_and_table(tiny_experiments, tmp_path):
     run_dir = root / "deg" / "resnet20-seed0"
     res = build_report([root / "t6", root / "deg", run_dir], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
-    # table6: table + runs table; degradation: table + runs table + figure; run: table + figure
-    assert (res["figures"], res["tables"]) == (2, 5)
-    assert page.count("<img data-figure=") == 2 and page.count("<table data-table=") == 5
+    # table6: settings + table + runs table; degradation: the same + figure; run: table + figure
+    assert (res["figures"], res["tables"]) == (2, 7)
+    assert page.count("<img data-figure=") == 2 and page.count("<table data-table=") == 7
+    assert "cpu-mini preset, 6 iterations)" in page  # sections of other lengths tell apart
+    assert '<table data-table="table6-settings">' in page and "<td>iterations</td>" in page
     assert 'data-expected-figures="2"' in page and "data:image/png;base64," in page
     md = (tmp_path / "r.md").read_text()
     assert "| depth | params (M) |" in md and "![" in md
@@ -131,7 +133,7 @@ def test_rendered_report_shows_every_figure_and_table(tiny_experiments, tmp_path
     build_report([root / "deg"], tmp_path / "r.html")
     counts = check_rendered(tmp_path / "r.html", screenshot=tmp_path / "shot.png")
     assert counts["loaded-figures"] == counts["expected-figures"] == 1
-    assert counts["rendered-tables"] == counts["expected-tables"] == 2
+    assert counts["rendered-tables"] == counts["expected-tables"] == 3
     assert (tmp_path / "shot.png").stat().st_size > 10_000
     # A page whose figure cannot decode must fail the check.
     page = (tmp_path / "r.html").read_text()
