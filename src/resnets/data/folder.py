@@ -92,8 +92,8 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
         chw = _decode_image_bytes(data, None)
     except (OSError, _BadImage) as err:
         raise DataError(f"Cannot decode the image {path}: {err}. Delete or replace the file, "
-                        f"or pass --skip-bad-images (skip_bad_images=True) to leave "
-                        f"unreadable files out.") from err
+                        f"or (`resnets train` only) pass --skip-bad-images (skip_bad_images=True) "
+                        f"to leave unreadable files out.") from err
     # PIL's buffer is read-only and (3, H, W) is a transposed view of it: copy once.
     return torch.from_numpy(np.ascontiguousarray(chw))
 

@@ -535,7 +535,8 @@ def _assemble(plan: _FolderPlan, decode: Callable[[str], np.ndarray], *, skip_ba
         listed = "\n".join(f"  {name}: {why}" for name, why in bad[:5])
         more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise DataError(f"{len(bad)} file(s) in {source} are not readable images:\n{listed}{more}"
-                        f"\nDelete or replace them, or pass --skip-bad-images to leave them out.")
+                        f"\nDelete or replace them, or (`resnets train` only) pass "
+                        f"--skip-bad-images to leave them out.")
     if images is None:
         raise DataError(f"None of the {len(plan.files)} image files in {source} could be "
                         f"decoded. Check that --data points at the right data.")
