@@ -2,7 +2,8 @@
 #   make venv     create .venv (if missing) and install the package with test and dev extras
 #   make test     run the test suite           (PYTEST_ARGS="-k blocks --durations=15" to narrow)
 #   make lint     ruff check                   (alias: make quality)
-#   make train    train ResNet-20 with the paper's CIFAR-10 recipe (DATA=, MODEL=, RECIPE=, OUT=, ARGS=)
+#   make train    train ResNet-20 with the paper's CIFAR-10 recipe, or continue it (DATA=, MODEL=,
+#                 RECIPE=, OUT=, ARGS=)
 #   make reproduce  continue the full-schedule CIFAR-10 reproduction in results/paper-cifar
 #                   (NETS=resnet20,plain20 to choose, PARALLEL=2 runs at once); stop it with
 #                   `make reproduce-stop` (the runs save), then `make reproduce-commit`
@@ -50,8 +51,12 @@ lint: venv
 
 quality: lint
 
+# Resumes an unfinished run in $(OUT) (a new one starts when it is empty). A stop by
+# SIGTERM/Ctrl-C saves first, so its exit status (143/130) is not reported as a failure.
 train: venv
-	$(BIN)/resnets train --model $(MODEL) --recipe $(RECIPE) $(if $(strip $(DATA)),--data $(DATA)) --out $(OUT) $(ARGS)
+	@$(BIN)/resnets train --model $(MODEL) --recipe $(RECIPE) $(if $(strip $(DATA)),--data $(DATA)) \
+		--out $(OUT) --resume auto $(ARGS); code=$$?; \
+	if [ $$code -eq 130 ] || [ $$code -eq 143 ]; then echo "stopped and saved; \`make train\` continues it"; exit 0; fi; exit $$code
 
 reproduce: venv
 	$(BIN)/resnets experiment paper-cifar --out $(REPRO) $(if $(strip $(DATA)),--data $(DATA)) \

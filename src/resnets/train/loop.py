@@ -640,7 +640,8 @@ class Trainer:
             logger.message(
                 f"{stopped}: stopped at iteration {self.iteration} after saving "
                 f"{self.out / 'last.safetensors'}. Resume with the same command plus "
-                f"--resume auto (or --resume {self.out / 'last.safetensors'}).")
+                f"--resume auto (or --resume {self.out / 'last.safetensors'}); `make train` "
+                f"and `make reproduce` resume by themselves.")
         except NonFiniteLoss:
             self.save()
             raise

@@ -6,12 +6,21 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .checkpoint import versions
 from .config import TrainConfig
+
+ESTIMATE_AFTER = 10  # steps timed before the cost of the whole schedule is printed
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 class RunLogger:
@@ -46,6 +55,8 @@ class RunLogger:
                                        "precision_choice": describe.get("precision_choice"),
                                        "versions": record["versions"]}) + "\n")
         self.metrics.flush()
+        self._first: tuple[int, float] | None = None  # (iteration, time) of the first step seen
+        self._estimated = False
         self.bar = None
         if not quiet:
             self.bar = tqdm(total=cfg.iterations, initial=start, unit="it", dynamic_ncols=True,
@@ -83,6 +94,7 @@ class RunLogger:
     def advance(self, iteration: int, train: dict, val: dict) -> None:
         if not self.enabled:
             return
+        self._estimate(iteration)
         if self.bar is None:
             return
         self.bar.n = iteration
@@ -94,6 +106,23 @@ class RunLogger:
             post["val_err"] = f"{val['val_error']:.4f}"
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(0)
+
+    def _estimate(self, iteration: int) -> None:
+        """After the first few steps, say what the whole schedule costs on this device (the
+        bar's ETA and the logged img/s only settle later)."""
+        if self._first is None:
+            self._first = (iteration, time.perf_counter())
+            return
+        it0, t0 = self._first
+        if self._estimated or iteration - it0 < ESTIMATE_AFTER:
+            return
+        self._estimated = True
+        per_step = (time.perf_counter() - t0) / (iteration - it0)
+        left = (self.cfg.iterations - iteration) * per_step
+        self.message(f"speed after {iteration - it0} steps: "
+                     f"{self.cfg.batch_size / per_step:.0f} img/s; the remaining "
+                     f"{self.cfg.iterations - iteration} iterations take about "
+                     f"{_duration(left)} on this device")
 
     def close(self, finished: bool) -> None:
         """Close the logs and draw the curves; ``finished``: the schedule ran to its end, and
