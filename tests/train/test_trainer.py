@@ -105,3 +105,11 @@ def test_repeated_nonfinite_saves_and_stops(tiny_config, tmp_path):
         run.fit()
     ckpt = read_checkpoint(tmp_path / "nan" / "last.safetensors")
     assert ckpt.iteration == 7 and ckpt.meta["train_state"]["nonfinite_total"] == 3
+
+
+def test_a_run_says_early_what_its_schedule_costs(tiny_config, tmp_path, capsys):
+    Trainer(tiny_config(iterations=14), tmp_path / "run", quiet=True).fit()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("speed after")]
+    assert len(lines) == 1
+    assert lines[0].startswith("speed after 10 steps: ") and " img/s; the remaining 3 " \
+        "iterations take about " in lines[0] and lines[0].endswith(" on this device")
