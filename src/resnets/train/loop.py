@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import cpu_model
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError, UserError, printable
 from ..eval.evaluate import evaluate
 from ..models import create_model, model_info
 from ..serve.weights import load_state_dict_for_model, read_state_dict
@@ -137,6 +137,12 @@ def prepare_out_dir(out: Path, *, resume: str | None = None, overwrite: bool = F
     """Create ``out``, lock it, and make sure a new run destroys no earlier one: a directory
     that holds files is refused unless the run resumes or ``overwrite`` clears the run's files.
     Returns the lock (held until released)."""
+    try:
+        str(out).encode("utf-8")  # TensorBoard and the JSON records write the path as UTF-8
+    except UnicodeEncodeError:
+        raise UserError(f"--out {printable(out)} is not a UTF-8 path (a byte shown as \\xNN "
+                        f"is not UTF-8 text): rename the folder or choose another --out, e.g. "
+                        f"--out runs/my-run.") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = RunLock(out)
