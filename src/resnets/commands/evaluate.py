@@ -4,6 +4,7 @@ or of an ensemble of checkpoints (repeated --checkpoint) beside each of its memb
 from __future__ import annotations
 
 import json
+import math
 
 
 def register(sub) -> None:
@@ -37,12 +38,36 @@ def register(sub) -> None:
                         "nets the analogues: the image; pad-4 corner/center crops + flips; "
                         "scales 32/40/48 + flips. Default: center")
     p.add_argument("--workers", type=int, default=4, help="decoding processes (folders)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the results (standard JSON: null "
+                        "for the accuracy of a class without samples)")
     p.set_defaults(func=run)
 
 
+def json_line(record) -> str:
+    """``record`` as one line of standard JSON: NaN and inf (the accuracy of a class without
+    samples) become null, and names that are not UTF-8 show their bytes as ``\\xNN``."""
+    from ..errors import printable
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, str):
+            return printable(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(record), allow_nan=False)
+
+
+def _accuracy(acc: float) -> str:
+    return f"{100 * acc:6.2f}%" if math.isfinite(acc) else "    - (no samples)"
+
+
 def run(args) -> int:
-    from ..errors import UserError
+    from ..errors import UserError, printable
     from ..eval.run import evaluate_checkpoint
 
     if args.batch_size < 1:
@@ -54,25 +79,28 @@ def run(args) -> int:
                               batch_size=args.batch_size, device=args.device,
                               cache_dir=args.cache_dir, protocol=args.protocol,
                               workers=args.workers)
-    print(f"{res['model']} on {res['split']} split of {res['data_source']}: n={res['n']}")
+    print(f"{res['model']} on {res['split']} split of {printable(res['data_source'])}: "
+          f"n={res['n']}")
     print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
           f"  loss {res['loss']:.4f}")
     if "protocol" in res:
         print(f"protocol {res['protocol']}: {res['views_per_image']} views per image")
     if "confusion" in res:
-        width = max(len(c) for c in res["classes"])
+        names = [printable(c) for c in res["classes"]]
+        width = max(len(c) for c in names)
         print("per-class accuracy:")
-        for name, acc in zip(res["classes"], res["per_class_accuracy"], strict=True):
-            print(f"  {name:<{width}} {100 * acc:6.2f}%")
+        for name, acc in zip(names, res["per_class_accuracy"], strict=True):
+            print(f"  {name:<{width}} {_accuracy(acc)}")
         print("confusion matrix (rows: true class, columns: predicted):")
-        for name, row in zip(res["classes"], res["confusion"], strict=True):
+        for name, row in zip(names, res["confusion"], strict=True):
             print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
     if args.json:
-        print(json.dumps(res))
+        print(json_line(res))
     return 0
 
 
 def _run_ensemble(args) -> int:
+    from ..errors import printable
     from ..eval.ensemble import evaluate_ensemble
 
     res = evaluate_ensemble(args.checkpoint, weights=args.weights, data=args.data,
@@ -80,13 +108,14 @@ def _run_ensemble(args) -> int:
                             cache_dir=args.cache_dir, protocol=args.protocol,
                             workers=args.workers)
     ens = res["ensemble"]
-    print(f"ensemble of {len(res['members'])} on {res['split']} split of {res['data_source']}: "
-          f"n={res['n']}")
+    print(f"ensemble of {len(res['members'])} on {res['split']} split of "
+          f"{printable(res['data_source'])}: n={res['n']}")
     if res["note"]:
         print(f"note: {res['note']}")
     if "protocol" in ens:
         print(f"protocol {ens['protocol']}: {ens['views_per_image']} views per image and member")
-    rows = [(f"{m['model']} {m['checkpoint']}", f"{m['weight']:.3f}", m) for m in res["members"]]
+    rows = [(f"{m['model']} {printable(m['checkpoint'])}", f"{m['weight']:.3f}", m)
+            for m in res["members"]]
     rows.append(("ensemble", "", ens))
     width = max(len(name) for name, _, _ in rows)
     print(f"  {'':<{width}}  weight    top-1    top-5    loss")
@@ -94,10 +123,11 @@ def _run_ensemble(args) -> int:
         print(f"  {name:<{width}}  {weight:>6}  {100 * r['top1_error']:6.2f}%  "
               f"{100 * r['top5_error']:6.2f}%  {r['loss']:.4f}")
     if "confusion" in ens:
-        cw = max(len(c) for c in res["classes"])
+        names = [printable(c) for c in res["classes"]]
+        cw = max(len(c) for c in names)
         print("ensemble per-class accuracy:")
-        for name, acc in zip(res["classes"], ens["per_class_accuracy"], strict=True):
-            print(f"  {name:<{cw}} {100 * acc:6.2f}%")
+        for name, acc in zip(names, ens["per_class_accuracy"], strict=True):
+            print(f"  {name:<{cw}} {_accuracy(acc)}")
     if args.json:
-        print(json.dumps(res))
+        print(json_line(res))
     return 0

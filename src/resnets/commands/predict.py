@@ -31,12 +31,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help='end with one JSON line: {"predictions": [{"path", "topk": [{"class", '
                         '"prob"}], "members": [{"class", "prob"}] (ensembles only)}], '
-                        '"failed": [{"path", "error"}]}')
+                        '"failed": [{"path", "error"}]}; bytes of names that are not UTF-8 '
+                        'appear as \\xNN')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..errors import UserError
+    from ..errors import UserError, printable
     from ..serve.predict import EnsemblePredictor, Failure, Predictor, find_images
     from ..train.loop import resolve_device
 
@@ -55,21 +56,18 @@ def run(args) -> int:
                                               batch_size=args.batch_size)
     paths, failed = find_images(args.inputs)
     if not paths and not failed:
-        raise UserError(f"no image files found in {' '.join(args.inputs)} (searched for "
-                        f"extensions Pillow reads, e.g. .png .jpg .webp).")
+        raise UserError(f"no image files found in {' '.join(map(printable, args.inputs))} "
+                        f"(searched for extensions Pillow reads, e.g. .png .jpg .webp).")
     for f in failed:
-        print(f"{f.path}: error: {f.error}", file=sys.stderr)
+        print(f.line(), file=sys.stderr)
     predictions = []
     for result in predictor.predict(paths, topk=args.topk):
         if isinstance(result, Failure):
             failed.append(result)
-            print(f"{result.path}: error: {result.error}", file=sys.stderr)
+            print(result.line(), file=sys.stderr)
             continue
         predictions.append(result)
-        line = f"{result.path}: " + ", ".join(f"{c} {p:.4f}" for c, p in result.topk)
-        if result.members is not None:
-            line += "  (members: " + ", ".join(f"{c} {p:.4f}" for c, p in result.members) + ")"
-        print(line)
+        print(result.line())  # names that are not UTF-8 are escaped, never a crash midway
     print(f"{len(predictions) + len(failed)} images: {len(predictions)} ok, "
           f"{len(failed)} failed")
     if args.json:

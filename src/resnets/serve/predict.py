@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..data.device_loader import Normalization
 from ..data.sources import _to_rgb8
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError, UserError, printable
 from ..train.checkpoint import load_checkpoint
 
 __all__ = ["EnsemblePredictor", "Failure", "Prediction", "Predictor", "Preprocessing",
@@ -58,26 +58,40 @@ def image_extensions() -> frozenset[str]:
 
 @dataclass
 class Prediction:
-    path: str
+    path: str  # as the file system names it (may hold undecodable bytes: see `printable`)
     topk: list[tuple[str, float]]  # (class name, probability), most probable first
     # Ensembles only: each member's top class and its probability, in member order.
     members: list[tuple[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path,
-                               "topk": [{"class": c, "prob": p} for c, p in self.topk]}
+        """A JSON-ready record; names that are not UTF-8 show their bytes as ``\\xNN``."""
+        out: dict[str, Any] = {"path": printable(self.path),
+                               "topk": [{"class": printable(c), "prob": p} for c, p in self.topk]}
         if self.members is not None:
-            out["members"] = [{"class": c, "prob": p} for c, p in self.members]
+            out["members"] = [{"class": printable(c), "prob": p} for c, p in self.members]
         return out
+
+    def line(self) -> str:
+        """``PATH: class prob, ...`` (and the members' top classes), printable as UTF-8."""
+        text = f"{printable(self.path)}: " + ", ".join(f"{printable(c)} {p:.4f}"
+                                                       for c, p in self.topk)
+        if self.members is not None:
+            text += "  (members: " + ", ".join(f"{printable(c)} {p:.4f}"
+                                               for c, p in self.members) + ")"
+        return text
 
 
 @dataclass
 class Failure:
-    path: str
+    path: str  # as the file system names it
     error: str  # why the file could not be used
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "error": self.error}
+        return {"path": printable(self.path), "error": printable(self.error)}
+
+    def line(self) -> str:
+        """``PATH: error: WHY``, printable as UTF-8."""
+        return f"{printable(self.path)}: error: {printable(self.error)}"
 
 
 @dataclass(frozen=True)
