@@ -240,8 +240,9 @@ def paper_cifar(nets: str | None, seeds: str | int, out: Path) -> Experiment:
 
 def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str, list[Path]]:
     lines = [
-        "Validation error: final (64k-iteration) weights on the 5k images held out of the "
-        "shared JPEG training set (45k/5k split, never trained on); the paper's column is its "
+        "Validation error: final (last-iteration) weights on the images held out of the "
+        "shared JPEG training set (paper recipe: 45k/5k split; never trained on, never used "
+        "to choose weights); the paper's column is its "
         "CIFAR-10 *test* error on the original images. Absolute errors are not comparable "
         "(JPEG quality ~75 costs about ten points); the orderings below are.",
         "",
