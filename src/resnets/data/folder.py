@@ -37,7 +37,16 @@ from .device_loader import _mix_seed
 # The decode path of the CIFAR sources, shared so that both read every file the same way:
 # `_decode_image_bytes` opens with PIL restricted to plain image formats and converts any mode
 # to 8-bit RGB with `_to_rgb8`.
-from .sources import IMAGE_EXTENSIONS, _BadImage, _decode_image_bytes
+from .sources import (
+    IMAGE_EXTENSIONS,
+    _BadImage,
+    _decode_image_bytes,
+    _is_image_name,
+    _read_file,
+    _walk_order,
+    _walk_tree,
+    _warn_skipped_links,
+)
 
 __all__ = [
     "IMAGENET_EIGVAL",
@@ -88,9 +97,11 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
         DataError: the file cannot be read or decoded; the message names it.
     """
     try:
-        data = Path(path).read_bytes()
+        # Only regular files of at most MAX_FILE_BYTES: a FIFO or a device would block or
+        # never end.
+        data = _read_file(path)
         chw = _decode_image_bytes(data, None)
-    except (OSError, _BadImage) as err:
+    except _BadImage as err:
         raise DataError(f"Cannot decode the image {path}: {err}. Delete or replace the file, "
                         f"or (`resnets train` only) pass --skip-bad-images (skip_bad_images=True) "
                         f"to leave unreadable files out.") from err
@@ -106,6 +117,8 @@ class FolderDataset(DatasetFolder):
     (label k is ``classes[k]``); images are files with an extension of `IMAGE_EXTENSIONS`,
     searched recursively inside each class folder and sorted. Hidden files and folders
     (names starting with ".") are ignored, so macOS ``._x.jpg`` forks never reach the decoder.
+    Folder links are followed except those that loop or lead out of their class folder
+    (skipped with a warning; see `resnets.data.sources._walk_tree`).
 
     Items are ``(image, label)``: ``image`` is a uint8 ``(3, H, W)`` RGB tensor (see
     `load_rgb`) passed through ``transform`` when one is given; ``label`` an int.
@@ -147,8 +160,12 @@ class FolderDataset(DatasetFolder):
         self.split = split
         self.skip_bad_images = skip_bad_images
         self.skipped: list[str] = []
-        super().__init__(str(folder), loader=load_rgb, transform=transform,
-                         is_valid_file=_visible_image_below(folder), allow_empty=True)
+        # One walk (loop-safe, see _walk_tree) gives both the classes and the files, in place
+        # of torchvision's os.walk(followlinks=True), which never ends on a link loop.
+        self._tree = _walk_tree(folder, class_depth=1)
+        _warn_skipped_links(folder, self._tree)
+        super().__init__(str(folder), loader=load_rgb, transform=transform, allow_empty=True)
+        del self._tree  # not needed any more; keeps worker pickles small
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64),
                              minlength=len(self.classes))
         empty = [name for name, count in zip(self.classes, counts, strict=True) if count == 0]
@@ -160,9 +177,7 @@ class FolderDataset(DatasetFolder):
 
     def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
         """Sorted visible subfolders of ``directory``; refuses a root without any."""
-        with os.scandir(directory) as entries:
-            classes = sorted(e.name for e in entries
-                             if e.is_dir() and not e.name.startswith("."))
+        classes = sorted(name for name in self._tree.dirs if "/" not in name)
         if not classes:
             raise DataError(f"{directory} has no class folders. Expected <class>/<image> below "
                             f"it (ImageNet: ROOT/train/n01440764/*.JPEG).")
@@ -170,6 +185,18 @@ class FolderDataset(DatasetFolder):
             raise DataError(f"{directory} holds split folders ({', '.join(classes)}), not "
                             f"classes: pass split= (e.g. split='train') to read one of them.")
         return classes, {name: i for i, name in enumerate(classes)}
+
+    def make_dataset(self, directory: str | os.PathLike, class_to_idx: dict[str, int],
+                     extensions: Any = None, is_valid_file: Any = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """``(path, label)`` of every image file in a class folder, in torchvision's order
+        (class by class, then folder by folder, then by name)."""
+        samples = []
+        for name in sorted(self._tree.files, key=_walk_order):
+            cls, sep, _ = name.partition("/")
+            if sep and cls in class_to_idx and _is_image_name(name):
+                samples.append((os.path.join(directory, *name.split("/")), class_to_idx[cls]))
+        return sorted(samples, key=lambda s: s[1])  # stable: keeps the order within a class
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
@@ -202,18 +229,6 @@ class FolderDataset(DatasetFolder):
             return image, label
         raise DataError(f"{_MAX_REPLACEMENTS} unreadable images in a row from "
                         f"{self.samples[index][0]} on: is {self.root} really an image folder?")
-
-
-def _visible_image_below(root: Path) -> Callable[[str], bool]:
-    """A filter for image files below ``root`` whose relative path has no hidden part."""
-    prefix = os.path.join(str(root), "")
-
-    def is_valid(path: str) -> bool:
-        relative = path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
-        return (relative.lower().endswith(IMAGE_EXTENSIONS) and not relative.startswith(".")
-                and f"{os.sep}." not in relative)
-
-    return is_valid
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import posixpath
+import stat
 import tarfile
 import warnings
 from collections.abc import Callable
@@ -44,8 +45,10 @@ __all__ = [
     "ACCEPTED_LAYOUTS",
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
+    "MAX_FILE_BYTES",
     "ImageSet",
     "default_cache_dir",
+    "list_files",
     "load_image_set",
     "split_indices",
 ]
@@ -69,6 +72,11 @@ ACCEPTED_LAYOUTS = """Accepted --data layouts:
   - a .tar, .tar.gz/.tgz or .tar.xz archive of such an image folder"""
 
 SPLITS = ("train", "test")
+
+# The largest single file read into memory, from a folder or an archive. A CIFAR-10 python
+# batch is 31 MB and an ImageNet JPEG rarely 1 MB; the cap keeps a hostile archive (a sparse
+# 1 GiB member compresses to a few kB) from taking the machine's memory.
+MAX_FILE_BYTES = 64 * 2**20
 
 # Bump when decoding changes so that caches written by older code are not reused.
 _CACHE_FORMAT = 1
@@ -173,12 +181,23 @@ def load_image_set(
         raise DataError(f"Dataset path {path} does not exist. Check the --data path.\n"
                         + ACCEPTED_LAYOUTS)
     path = path.resolve()
+    if not path.is_dir() and not path.is_file():
+        # Checked before any open: reading a FIFO would block until someone writes to it.
+        raise DataError(f"Dataset path {path} is {_file_kind(path.stat().st_mode)}, not a "
+                        f"folder or a regular file. Check the --data path.\n"
+                        + ACCEPTED_LAYOUTS)
 
-    key = _cache_key(path, split, image_size, skip_bad_images)
+    tree = None
+    if path.is_dir():
+        # One walk serves both the cache key and the decoding, so both see the same files.
+        tree = _walk_tree(path, class_depth=2 if any((path / s).is_dir() for s in SPLITS)
+                          else 1)
+        _warn_skipped_links(path, tree)
+    key = _cache_key(path, tree, split, image_size, skip_bad_images)
     cache_file = cache / "decoded" / f"{key}.safetensors"
     image_set = _read_cache(cache_file)
     if image_set is None:
-        image_set = _decode_source(path, split, skip_bad_images, image_size)
+        image_set = _decode_source(path, tree, split, skip_bad_images, image_size)
         _write_cache(cache_file, image_set)
     # Name the data as the user did (a relative path stays relative in logs and reports).
     image_set.source = image_set.source.replace(str(path), str(source))
@@ -190,15 +209,16 @@ def load_image_set(
     return image_set
 
 
-def _decode_source(path: Path, split: str, skip_bad_images: bool,
+def _decode_source(path: Path, tree: _Tree | None, split: str, skip_bad_images: bool,
                    image_size: int | None) -> ImageSet:
-    """Decode a path source (layouts 2-4) without looking at the decoded cache."""
-    if path.is_dir():
+    """Decode a path source (layouts 2-4) without looking at the decoded cache; ``tree`` is
+    the `_walk_tree` of a folder ``path``."""
+    if tree is not None:
         official = _find_official_dir(path)
         if official is not None:
             return _load_official(_read_official_dir(official, split), split, image_size,
                                   f"CIFAR-10 python release {official} ({split} split)")
-        return _decode_image_folder(path, split, image_size, skip_bad_images)
+        return _decode_image_folder(path, tree, split, image_size, skip_bad_images)
     if not tarfile.is_tarfile(path):
         raise DataError(f"{path} is a file but not a tar archive. Point --data at a folder or a "
                         f".tar/.tar.gz/.tar.xz archive (unpack .zip files first).\n"
@@ -305,8 +325,12 @@ def _read_official_dir(folder: Path, split: str) -> dict[str, dict]:
     for name in _OFFICIAL_BATCHES[split] + (_OFFICIAL_META,):
         file = folder / name
         if file.is_file():
-            with open(file, "rb") as stream:
-                batches[name] = _unpickle(stream, str(file))
+            try:
+                data = _read_file(file)
+            except _BadImage as err:
+                raise DataError(f"Cannot read {file}: {err}. Re-extract "
+                                f"cifar-10-python.tar.gz.") from err
+            batches[name] = _unpickle(io.BytesIO(data), str(file))
     _require_batches(batches, split, str(folder))
     return batches
 
@@ -319,6 +343,10 @@ def _read_official_tar(archive: Path, split: str) -> dict[str, dict]:
         for member in tar:
             name = posixpath.basename(member.name.rstrip("/"))
             if member.isfile() and name in wanted and name not in batches:
+                if member.size > MAX_FILE_BYTES:
+                    raise DataError(f"The archive member {archive}:{member.name} is "
+                                    f"{_too_large(member.size, MAX_FILE_BYTES)}; a CIFAR-10 "
+                                    f"batch is 31 MB. Re-download cifar-10-python.tar.gz.")
                 stream = tar.extractfile(member)
                 assert stream is not None  # regular files always have a stream
                 batches[name] = _unpickle(io.BytesIO(stream.read()), f"{archive}:{member.name}")
@@ -384,6 +412,158 @@ def _resize_tensor(images: torch.Tensor, image_size: int | None) -> torch.Tensor
                                 align_corners=False, antialias=True)
         chunks.append(resized.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Walking folders and reading files, safely
+#
+# Data folders come from users and from other people's archives and scripts, so the walk must
+# end and every read must be bounded, whatever links, pipes or huge files a folder holds.
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for error messages."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_file(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked with fstat before any read: reading a FIFO would wait
+    forever for a writer, and a device or a huge file would never end or fill memory. The check
+    is on the opened descriptor, so the file cannot be swapped between check and read.
+
+    Raises:
+        _BadImage: the file is not a regular file, is larger than ``limit``, or cannot be read;
+            the message says which.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise _BadImage(f"cannot read: {err}") from err
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _BadImage(f"{_file_kind(info.st_mode)}, not a regular file; only regular "
+                            f"files are read")
+        if info.st_size > limit:
+            raise _BadImage(_too_large(info.st_size, limit))
+        try:
+            data = stream.read(limit + 1)
+        except OSError as err:
+            raise _BadImage(f"cannot read: {err}") from err
+    if len(data) > limit:  # grew while being read
+        raise _BadImage(_too_large(len(data), limit))
+    return data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"{size} bytes, over the cap of {limit // 2**20} MiB per file "
+            f"(resnets.data.sources.MAX_FILE_BYTES)")
+
+
+@dataclass
+class _Tree:
+    """The visible entries below a folder, as relative POSIX names (see `_walk_tree`)."""
+
+    files: dict[str, os.stat_result | None]  # every non-folder (stat None: a dangling link)
+    dirs: set[str]  # folders walked into, links included
+    skipped: list[tuple[str, str]]  # (name, why) of folder links not followed
+
+
+def _walk_tree(root: Path, class_depth: int | None = None) -> _Tree:
+    """Every visible file and folder below ``root``; names starting with "." are left out.
+
+    Folder links are followed (a class folder that links to another disk is common, and
+    torchvision's ImageFolder follows them too), under two rules that make the walk end and
+    keep labels honest:
+
+    1. Each folder is read at most once, known by (st_dev, st_ino), not by its path: a link to
+       a folder already read (``cat/a -> .``, or a second link to one folder) is skipped. A
+       loop cannot hang the walk, and no image is counted twice.
+    2. With ``class_depth`` (the depth of the class folders, 1 for ``ROOT/<class>``), a
+       folder link inside a class folder must stay inside that class folder; one that leaves
+       it (``cat/up -> ..``, ``cat/x -> ../dog``) would give other images this class's label,
+       so it is skipped.
+
+    Skipped links are listed in ``skipped`` for the caller to warn about. The walk is in
+    sorted order, so which of two links to one folder is skipped does not depend on the file
+    system.
+
+    Raises:
+        DataError: a folder cannot be listed (e.g. no read permission); the message names it.
+    """
+    top = os.stat(root)
+    seen = {(top.st_dev, top.st_ino)}
+    tree = _Tree({}, set(), [])
+    stack: list[tuple[str, str | None]] = [("", None)]  # (relative folder, real class folder)
+    while stack:
+        folder, class_real = stack.pop()
+        depth = folder.count("/") + 1 if folder else 0
+        try:
+            with os.scandir(root / folder) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")),
+                                 key=lambda e: e.name)
+        except OSError as err:
+            raise DataError(f"Cannot list the folder {root / folder}: {err}. Give the user "
+                            f"running resnets read access to it, or move it out of the "
+                            f"data folder.") from err
+        below: list[tuple[str, str | None]] = []
+        for entry in entries:
+            name = _join(folder, entry.name)
+            try:
+                info: os.stat_result | None = entry.stat()  # follows links
+            except OSError:
+                info = None  # a dangling link: reading it reports it, if it is an image
+            if info is None or not stat.S_ISDIR(info.st_mode):
+                tree.files[name] = info
+                continue
+            if class_real is not None and entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.path.commonpath([target, class_real]) != class_real:
+                    tree.skipped.append((name, f"leads out of its class folder to {target}"))
+                    continue
+            if (info.st_dev, info.st_ino) in seen:
+                tree.skipped.append((name, "leads to a folder already read (a loop, or a "
+                                           "second link to one folder)"))
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            tree.dirs.add(name)
+            is_class = class_depth is not None and depth + 1 == class_depth
+            below.append((name, os.path.realpath(entry.path) if is_class else class_real))
+        stack += reversed(below)  # popped in sorted order
+    return tree
+
+
+def _warn_skipped_links(root: Path, tree: _Tree) -> None:
+    if tree.skipped:
+        listed = "; ".join(f"{root / name} {why}" for name, why in tree.skipped[:3])
+        more = f" (and {len(tree.skipped) - 3} more)" if len(tree.skipped) > 3 else ""
+        warnings.warn(f"Skipped {len(tree.skipped)} folder link(s) in {root}: {listed}{more}. "
+                      f"Remove the link(s), or replace them by the folders themselves.",
+                      stacklevel=3)
+
+
+def list_files(root: str | os.PathLike) -> list[Path]:
+    """Every visible file below the folder ``root``, sorted, with folder links followed safely
+    (see `_walk_tree`: loops and second links to a folder are skipped, with a warning).
+
+    Files that are not regular (pipes, devices) and dangling links are listed too: reading
+    them through the data layer gives a clear error instead of blocking."""
+    base = Path(root)
+    tree = _walk_tree(base)
+    _warn_skipped_links(base, tree)
+    return [base / name for name in sorted(tree.files, key=_walk_order)]
+
+
+def _walk_order(name: str) -> tuple[str, str]:
+    # os.walk's order, as torchvision's ImageFolder sorts it: folder by folder, then by name.
+    return posixpath.dirname(name), posixpath.basename(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,33 +727,22 @@ def _assemble(plan: _FolderPlan, decode: Callable[[str], np.ndarray], *, skip_ba
                     [name for name, _ in bad])
 
 
-def _decode_image_folder(root: Path, split: str, image_size: int | None,
+def _decode_image_folder(root: Path, tree: _Tree, split: str, image_size: int | None,
                          skip_bad_images: bool) -> ImageSet:
-    """Decode the `split` of an image-folder tree on disk.
+    """Decode the `split` of an image-folder tree on disk (``tree``: its `_walk_tree`).
 
     Decoding is serial: for 32x32 files the cost is Python overhead per file, which holds the
     GIL, so a thread pool was measured slower than one thread (50k files: 4.4 s -> 5.9 s).
     """
-    files, dirs = [], set()
-    # Symlinked class folders are followed, as torchvision's ImageFolder does.
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        relative = Path(folder).relative_to(root).as_posix()
-        prefix = "" if relative == "." else relative
-        dirs.update(_join(prefix, d) for d in subfolders)
-        files += [_join(prefix, n) for n in names if _is_image_name(n) and not n.startswith(".")]
+    files = [name for name in tree.files if _is_image_name(name)]
 
     def describe(name: str) -> str:
         return str(root / name)
 
     def decode(name: str) -> np.ndarray:
-        try:
-            data = (root / name).read_bytes()
-        except OSError as err:
-            raise _BadImage(f"cannot read: {err}") from err
-        return _decode_image_bytes(data, image_size)
+        return _decode_image_bytes(_read_file(root / name), image_size)
 
-    plan = _plan_image_folder(files, dirs, split, unwrap=False, describe=describe)
+    plan = _plan_image_folder(files, tree.dirs, split, unwrap=False, describe=describe)
     return _assemble(plan, decode, skip_bad_images=skip_bad_images, describe=describe,
                      source=f"image folder {root} ({split} split)", progress=True)
 
@@ -631,6 +800,10 @@ def _decode_image_archive(archive: Path, split: str, image_size: int | None,
                 if member.isdir():
                     dirs.add(name)
                 elif member.isfile() and _is_image_name(name):
+                    if member.size > MAX_FILE_BYTES:
+                        # Judged from the header, before a byte of the member is read.
+                        decoded[name] = _BadImage(_too_large(member.size, MAX_FILE_BYTES))
+                        continue
                     stream = tar.extractfile(member)
                     assert stream is not None  # regular files always have one
                     try:
@@ -663,30 +836,28 @@ def _digest(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _tree_fingerprint(root: Path) -> dict:
-    """File count, total size and newest mtime of a tree: changes when any file does."""
-    count = size = 0
-    newest = root.stat().st_mtime_ns
-    stack = [root]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat()
-                except OSError:  # a dangling link: decoding will report it if it matters
-                    continue
-                newest = max(newest, st.st_mtime_ns)
-                if entry.is_dir():
-                    stack.append(Path(entry.path))
-                else:
-                    count += 1
-                    size += st.st_size
-    return {"files": count, "bytes": size, "newest_mtime_ns": newest}
+def _tree_fingerprint(tree: _Tree) -> dict:
+    """A hash of every file's relative path, size, mtime and ctime, and of the folders.
+
+    The path carries the label, so an image moved to another class folder changes the key
+    even when ``cp -a`` / ``rsync -a`` keep its size and mtime (totals and the newest mtime
+    would not change). The ctime, which no copy tool can set, catches a file replaced by
+    another of the same size and mtime.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tree.files):
+        info = tree.files[name]
+        fields = [name] if info is None else [name, info.st_size, info.st_mtime_ns,
+                                              info.st_ctime_ns]
+        digest.update(json.dumps(fields).encode() + b"\n")
+    digest.update(json.dumps(sorted(tree.dirs)).encode())
+    return {"tree_sha256": digest.hexdigest()}
 
 
-def _cache_key(path: Path, split: str, image_size: int | None, skip_bad_images: bool) -> str:
-    if path.is_dir():
-        identity = _tree_fingerprint(path)
+def _cache_key(path: Path, tree: _Tree | None, split: str, image_size: int | None,
+               skip_bad_images: bool) -> str:
+    if tree is not None:
+        identity = _tree_fingerprint(tree)
     else:
         stat = path.stat()
         identity = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
