@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from resnets.cli import main
 from resnets.train.checkpoint import LAST
@@ -98,11 +99,38 @@ def test_unreadable_data_file(cli, trained, color_folder, tmp_path, deny):
     assert str(data / "c3" / "0.png") in message and "Permission denied" in message
 
 
-def test_out_below_a_file(cli, trained, tmp_path):
+@pytest.mark.parametrize("error, where", [
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "file/cache/decoded"),
+     "a file where a folder was expected (a part of the path is a file), {tmp}/file/cache/"
+     "decoded (in --cache-dir file/cache): check the path."),
+    (PermissionError(errno.EACCES, "Permission denied", "data/c3"),
+     "permission denied, {tmp}/data/c3 (in --data data): give yourself access"),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "data"),
+     "a folder where a file was expected, {tmp}/data (--data): give the file itself."),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "data/c3/0.png"),
+     "no such file or folder, {tmp}/data/c3/0.png (in --data data): check the path."),
+])
+def test_os_error_on_a_path_the_user_gave(cli, trained, tmp_path, monkeypatch, error, where):
+    """The safety net for readers that do not check their input: an OS error on or below a
+    path of the command line (relative paths included) names the path and the option."""
+    from resnets.eval import run as eval_run
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(eval_run, "evaluate_checkpoint", fail)
+    message = cli.error("eval", "--checkpoint", trained / LAST, "--data", "data",
+                        "--cache-dir", "file/cache", "--device", "cpu")
+    assert where.format(tmp=tmp_path) in message
+
+
+def test_out_below_a_file(cli, trained, color_folder, tmp_path):
     (tmp_path / "file").write_text("a regular file")
-    message = cli.error("analyze", "responses", "--checkpoint", trained / LAST, "--out",
-                        tmp_path / "file" / "fig7", "--device", "cpu")
-    assert f"{tmp_path / 'file'}" in message and "--out" in message
+    message = cli.error("analyze", "responses", "--checkpoint", trained / LAST, "--data",
+                        color_folder, "--split", "train", "--cache-dir", tmp_path / "cache",
+                        "--out", tmp_path / "file" / "fig7", "--device", "cpu")
+    assert f"--out {tmp_path / 'file' / 'fig7'}: {tmp_path / 'file'} is a file" in message
 
 
 @pytest.mark.parametrize("error", [
@@ -233,3 +261,120 @@ def test_eval_bad_image_suggests_no_flag_eval_lacks(cli, trained, color_folder, 
     assert str(data / "c2" / "5.png") in message and "Delete or replace them" in message
     assert "or pass --skip-bad-images" not in message
     assert "(`resnets train` only) pass --skip-bad-images" in message
+
+
+# --------------------------------------------------------------------------------------------
+# 4. analyze / export
+
+
+@pytest.fixture(scope="module")
+def unit_runs(tiny_train_args, tmp_path_factory):
+    """``unit -> run directory`` of 2-iteration resnet8 runs whose units have no BN right after
+    a 3x3 conv."""
+    runs = {}
+    for unit in ("full_preact", "bn_after_add"):
+        out = tmp_path_factory.mktemp(unit) / "run"
+        assert main(tiny_train_args(out, "--unit", unit)) == 0
+        runs[unit] = out
+    return runs
+
+
+def analyze_args(checkpoint, out, data, *extra):
+    return ["analyze", "responses", "--checkpoint", checkpoint, "--data", data, "--split",
+            "train", "--device", "cpu", "--cache-dir", out.parent / "cache", "--out", out,
+            *extra]
+
+
+def test_analyze_batch_size_zero(cli, trained, color_folder, tmp_path):
+    message = cli.error(*analyze_args(trained / LAST, tmp_path / "fig7", color_folder,
+                                      "--batch-size", "0"))
+    assert "--batch-size must be >= 1, got 0" in message
+    assert not (tmp_path / "fig7").exists()
+
+
+@pytest.mark.parametrize("unit", ["full_preact", "bn_after_add"])
+def test_analyze_a_net_without_fig7_responses(cli, trained, unit_runs, color_folder, tmp_path,
+                                              unit):
+    checkpoint = unit_runs[unit] / LAST
+    message = cli.error(*analyze_args(trained / LAST, tmp_path / "fig7", color_folder,
+                                      "--checkpoint", checkpoint))
+    assert f"--checkpoint {checkpoint} holds resnet8: its units ({unit}) have no 3x3 layer " \
+           f"with BN right after the conv" in message
+    assert "Fig. 7's responses (after BN, before ReLU / addition) are undefined" in message
+    assert "original, relu_before_add or relu_preact units" in message
+    assert not (tmp_path / "fig7").exists()  # refused before anything was written
+
+
+def test_analyze_refuses_earlier_results_without_overwrite(cli, trained, color_folder,
+                                                          tmp_path):
+    out = tmp_path / "fig7"
+    code, _, err = cli(*analyze_args(trained / LAST, out, color_folder))
+    assert code == 0, err
+    before = (out / "responses.json").read_bytes()
+    message = cli.error(*analyze_args(trained / LAST, out, color_folder))
+    assert f"--out {out} already holds responses.json and responses.png" in message
+    assert "Pass --overwrite to replace them, or choose another --out" in message
+    assert (out / "responses.json").read_bytes() == before
+    code, _, err = cli(*analyze_args(trained / LAST, out, color_folder, "--overwrite"))
+    assert code == 0, err
+    assert json.loads((out / "responses.json").read_text())["results"][0]["model"] == "resnet8"
+
+
+def test_analyze_out_is_a_file(cli, trained, color_folder, tmp_path):
+    (tmp_path / "fig7").write_text("a file")
+    message = cli.error(*analyze_args(trained / LAST, tmp_path / "fig7", color_folder))
+    assert f"--out {tmp_path / 'fig7'}: {tmp_path / 'fig7'} is a file, not a folder" in message
+
+
+def test_export_refuses_an_existing_file_without_overwrite(cli, trained, tmp_path):
+    out = tmp_path / "r8.pt"
+    out.write_bytes(b"an earlier export")
+    argv = ["export", "--checkpoint", trained / LAST, "--format", "torchscript", "--out", out]
+    message = cli.error(*argv)
+    assert f"--out {out} already exists. Pass --overwrite to replace it" in message
+    assert out.read_bytes() == b"an earlier export"
+    code, stdout, err = cli(*argv, "--overwrite")
+    assert code == 0, err
+    assert f"wrote {out} (torchscript)" in stdout and out.read_bytes() != b"an earlier export"
+
+
+def test_export_out_is_a_folder(cli, trained, tmp_path):
+    message = cli.error("export", "--checkpoint", trained / LAST, "--format", "torchscript",
+                        "--out", tmp_path, "--overwrite")
+    assert f"--out {tmp_path} is a folder; give the file to write" in message
+
+
+# --------------------------------------------------------------------------------------------
+# 5. timm's config.json
+
+
+BAD_TIMM_CONFIGS = [
+    ({"pretrained_cfg": {"crop_pct": 0}}, "pretrained_cfg.crop_pct must be a number in (0, 1]",
+     "got 0."),
+    ({"pretrained_cfg": {"crop_pct": "0.9"}}, "pretrained_cfg.crop_pct must be", 'got "0.9".'),
+    ({"pretrained_cfg": "resnet50.a1_in1k"}, "pretrained_cfg must be an object",
+     'got "resnet50.a1_in1k".'),
+    ({"pretrained_cfg": {"input_size": [3, 224]}}, "pretrained_cfg.input_size must be [3, H, W]",
+     "got [3, 224]."),
+    ({"pretrained_cfg": {"std": [0, 0.2, 0.2]}}, "pretrained_cfg.std must be 3 positive",
+     "got [0, 0.2, 0.2]."),
+    ({"pretrained_cfg": {"interpolation": "lanczos"}},
+     "pretrained_cfg.interpolation must be one of bilinear, bicubic, nearest", 'got "lanczos".'),
+    ({"label_names": "tench"}, "label_names must be a list of class names", 'got "tench".'),
+]
+
+
+@pytest.mark.parametrize("config, field, got", BAD_TIMM_CONFIGS,
+                         ids=[json.dumps(c)[:40] for c, _, _ in BAD_TIMM_CONFIGS])
+def test_bad_timm_config(cli, tmp_path, config, field, got):
+    from safetensors.torch import save_file
+
+    # The config is checked before the tensors are: one tensor stands for the weights.
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    message = cli.error("import", "--from", "timm", "--weights", tmp_path / "model.safetensors",
+                        "--out", tmp_path / "r50.safetensors")
+    assert f"{tmp_path / 'config.json'} (timm's model config beside the weights): {field}" \
+        in message
+    assert f"{got} Correct the field, or delete it to get timm's default." in message
+    assert not (tmp_path / "r50.safetensors").exists()

@@ -35,6 +35,20 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     return layers
 
 
+def responses_undefined(model: nn.Module) -> str | None:
+    """Why Fig. 7's responses are undefined for ``model``, or None when `response_layers` finds
+    them. The figure measures a 3x3 conv's output after its BN: a pre-activation unit puts BN
+    before each conv and ``bn_after_add`` puts it after the addition, so no layer qualifies."""
+    if response_layers(model):
+        return None
+    units = sorted({m.unit for m in model.modules() if isinstance(m, ResidualUnit)})
+    return (f"its units ({', '.join(units) or 'none'}) have no 3x3 layer with BN right "
+            f"after the conv (pre-activation units put BN before each conv, bn_after_add after "
+            f"the addition), so Fig. 7's responses (after BN, before ReLU / addition) are "
+            f"undefined for it; they exist for nets of original, relu_before_add or "
+            f"relu_preact units, plain or residual")
+
+
 class _ChannelMoments:
     """Streaming per-channel sums in float64 (exact enough for 10k images)."""
 
@@ -60,8 +74,7 @@ def layer_response_std(model: nn.Module,
     """``[{"layer": name, "std": float}, ...]`` in forward order, over all ``batches``."""
     layers = response_layers(model)
     if not layers:
-        raise ValueError("the model has no 3x3 layer with BN right after it (pre-activation "
-                         "or BN-after-addition units have no Fig. 7 responses)")
+        raise ValueError(f"no Fig. 7 responses: {responses_undefined(model)}")
     moments = [_ChannelMoments() for _ in layers]
     handles = [bn.register_forward_hook(m) for (_, bn), m in zip(layers, moments, strict=True)]
     was_training = model.training

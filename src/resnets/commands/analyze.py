@@ -21,28 +21,45 @@ def register(sub) -> None:
                         "from the checkpoint; required for imported weights, whose --split "
                         "train is every training image)")
     r.add_argument("--split", choices=["val", "train", "test"], default="val")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="folder for responses.json and responses.png")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace responses.json / responses.png already in --out (without it, "
+                        "they are refused)")
     r.add_argument("--batch-size", type=int, default=500)
     r.add_argument("--device", default="auto")
     r.add_argument("--cache-dir", default=None)
     r.set_defaults(func=run_responses)
 
 
+OUTPUTS = ("responses.json", "responses.png")
+
+
 def run_responses(args) -> int:
-    from ..analysis.responses import layer_response_std, plot_responses
+    from ..analysis.responses import layer_response_std, plot_responses, responses_undefined
     from ..data import DeviceLoader, Normalization
+    from ..errors import UserError
     from ..eval.run import checkpoint_split
     from ..train.checkpoint import load_checkpoint
     from ..train.loop import resolve_device
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
+                        f"the default of 500, or lower it to save memory.")
     device = resolve_device(args.device)
-    results = []
+    # Every input is read and checked, and then the output, before the first net is run.
+    nets = []
     for path in args.checkpoint:
         model, meta = load_checkpoint(path, device=device)
-        images, labels, source = checkpoint_split(meta, data=args.data, split=args.split,
-                                                  cache_dir=args.cache_dir)
+        why = responses_undefined(model)
+        if why is not None:
+            raise UserError(f"--checkpoint {path} holds {meta['model']}: {why}.")
+        nets.append((path, model, meta, *checkpoint_split(meta, data=args.data,
+                                                          split=args.split,
+                                                          cache_dir=args.cache_dir)))
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    results = []
+    for path, model, meta, images, labels, source in nets:
         loader = DeviceLoader(images, labels, batch_size=args.batch_size, device=device,
                               normalization=Normalization.from_dict(meta["normalization"]),
                               train=False)
@@ -52,9 +69,26 @@ def run_responses(args) -> int:
                         "data_source": source, "n": len(labels), "layers": layers})
         stds = [layer["std"] for layer in layers]
         print(f"{meta['model']}: {len(stds)} layers, mean std {sum(stds) / len(stds):.4f}")
+    out.mkdir(parents=True, exist_ok=True)
     png = plot_responses({r["model"]: [layer["std"] for layer in r["layers"]] for r in results},
                          out / "responses.png")
     (out / "responses.json").write_text(json.dumps({"analysis": "responses",
                                                     "results": results}, indent=2) + "\n")
     print(f"wrote {out / 'responses.json'} and {png}")
     return 0
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is not a folder, or that holds results, unless ``overwrite``."""
+    from ..errors import UserError
+
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--out {out}: {parent} is a file, not a folder. Choose a folder "
+                            f"for responses.json and responses.png, e.g. --out results/fig7.")
+        if parent.exists():
+            break
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise UserError(f"--out {out} already holds {' and '.join(existing)} of an earlier "
+                        f"analysis. Pass --overwrite to replace them, or choose another --out.")

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--format", dest="fmt", required=True,
                    choices=["onnx", "torchscript", "exported-program"])
     p.add_argument("--out", required=True, help="file to write (.onnx, .pt, .pt2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (without it, one is refused)")
     p.add_argument("--batch-size", type=int, default=2, help="example batch (>= 2)")
     # Checked (finite, >= 0) by export_model, which gives the same error to the API.
     p.add_argument("--tolerance", type=float, default=1e-4,
@@ -30,7 +32,8 @@ def run(args) -> int:
     from ..serve.export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.out, args.fmt, batch_size=args.batch_size,
-                               verify=args.verify, tolerance=args.tolerance)
+                               verify=args.verify, tolerance=args.tolerance,
+                               overwrite=args.overwrite)
     print(f"wrote {report.path} ({report.format})")
     if args.verify:
         sizes = ", ".join(str(n) for n in report.batch_sizes)

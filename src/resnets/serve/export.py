@@ -37,8 +37,8 @@ from ..data.device_loader import Normalization
 from ..errors import UserError
 from ..train.checkpoint import load_checkpoint
 
-__all__ = ["FORMATS", "ExportError", "ExportReport", "export_checkpoint", "export_model",
-           "sample_inputs"]
+__all__ = ["FORMATS", "ExportError", "ExportReport", "check_out", "export_checkpoint",
+           "export_model", "sample_inputs"]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 META_NAME = "resnets"  # ONNX metadata key; TorchScript / torch.export extra file resnets.json
@@ -78,16 +78,35 @@ def sample_inputs(meta: dict[str, Any], n: int, seed: int = 0) -> torch.Tensor:
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt: str,
                       **kwargs) -> ExportReport:
     """Load ``checkpoint`` on the CPU and `export_model` it to ``out``."""
+    check_out(out, kwargs.get("overwrite", False))  # before the checkpoint is read
     model, meta = load_checkpoint(checkpoint, device="cpu")
     return export_model(model, meta, out, fmt, **kwargs)
 
 
+def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an ``out`` that is a folder, lies below a file, or exists (unless
+    ``overwrite``): an export never replaces a file it was not told to."""
+    out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give the file to write, e.g. "
+                          f"{out / 'model.onnx'}.")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ExportError(f"--out {out}: {parent} is a file, not a folder. Choose a path in "
+                              f"a folder you can write to.")
+        if parent.exists():
+            break
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise ExportError(f"--out {out} already exists. Pass --overwrite to replace it, or "
+                          f"choose another --out.")
+
+
 def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike, fmt: str, *,
-                 batch_size: int = 2, verify: bool = True,
-                 tolerance: float = 1e-4) -> ExportReport:
+                 batch_size: int = 2, verify: bool = True, tolerance: float = 1e-4,
+                 overwrite: bool = False) -> ExportReport:
     """Write ``model`` (fp32, eval mode, CPU) as ``fmt`` to ``out``, then reload the file and
     compare its logits to the eager model's at batch sizes ``batch_size``, 1 and
-    ``batch_size + 1``.
+    ``batch_size + 1``. An existing ``out`` is refused unless ``overwrite``.
 
     ``batch_size`` is the example batch the graph is traced with; it must be at least 2,
     since torch.export treats a size-1 dimension as fixed. Raises `ExportError` when the
@@ -107,6 +126,7 @@ def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike,
     if missing:
         raise ExportError(f"the checkpoint has no {', '.join(missing)} record, needed to "
                           f"describe the exported model's input.")
+    check_out(out, overwrite)
     out = Path(out)
     if fmt == "exported-program" and out.suffix != ".pt2":
         raise ExportError(f"--out {out}: torch.export archives are .pt2 files (torch.export.load "
