@@ -34,7 +34,7 @@ def test_units_without_bn_after_conv_have_no_responses():
 def _hand_block():
     """One block whose BN outputs are known: BN1 maps everything to beta=(1, 2), BN2 to 0 +
     gamma * normalized, with the conv weights making the normalized output exactly +-1."""
-    block = BasicBlock(2, 2, shortcut="A")
+    block = BasicBlock(2, 2)  # identity shortcut (option A at equal shapes)
     for conv in (block.conv1, block.conv2):
         nn.init.zeros_(conv.weight)
     block.bn1.weight.data = torch.tensor([3.0, 5.0])

@@ -1,7 +1,8 @@
 """Blocks against hand-written references built from F.conv2d / F.batch_norm / F.relu.
 
-Each residual-unit variant of blocks.py is re-derived here from its table (PAPER.md section 10)
-rather than from the implementation, so a misplaced BN or ReLU shows up as a number mismatch.
+Each residual-unit variant (blocks.py, units.py) is re-derived here from its table (PAPER.md
+section 10) rather than from the implementation, so a misplaced BN or ReLU shows up as a
+number mismatch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnets.models.blocks import UNITS, BasicBlock, Bottleneck, ShortcutA, make_shortcut
+from resnets import create_model
+from resnets.models.blocks import (
+    UNITS,
+    BasicBlock,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ShortcutA,
+    check_options,
+    make_shortcut,
+)
+from resnets.models.units import UNIT_BLOCKS, ReLUPreActBasicBlock
+
+
+def make_block(kind: str, unit: str, in_ch: int, width: int, stride: int = 1, *,
+               shortcut: str = "B", residual: bool = True, **kwargs) -> nn.Module:
+    """A lone block as the stage builder makes it: the shortcut first, then the block."""
+    out_ch = width * (4 if kind == "bottleneck" else 1)
+    downsample = make_shortcut(in_ch, out_ch, stride, shortcut) if residual else None
+    return UNIT_BLOCKS[unit][kind](in_ch, width, stride, downsample, residual=residual,
+                                  **kwargs)
+
 
 # ---------------------------------------------------------------------------------------------
 # Reference building blocks (eval mode: BN uses its running statistics).
@@ -103,21 +125,21 @@ def ref_full_preact(x, blk, plan, short, place: str):
 # Block configurations: constructor arguments, conv plan, shortcut kind, (in, out) channels.
 
 CONFIGS = {
-    "basic-identity": (BasicBlock, (4, 4, 1), {}, [(1, 1), (1, 1)], None, 4),
-    "basic-A-down": (BasicBlock, (4, 8, 2), {"shortcut": "A"}, [(2, 1), (1, 1)], "A", 8),
-    "basic-B-down": (BasicBlock, (4, 8, 2), {"shortcut": "B"}, [(2, 1), (1, 1)], "proj", 8),
-    "basic-C-same": (BasicBlock, (4, 4, 1), {"shortcut": "C"}, [(1, 1), (1, 1)], "proj", 4),
-    "bottleneck-identity": (Bottleneck, (8, 2, 1), {}, [(1, 0), (1, 1), (1, 0)], None, 8),
+    "basic-identity": ("basic", (4, 4, 1), {}, [(1, 1), (1, 1)], None, 4),
+    "basic-A-down": ("basic", (4, 8, 2), {"shortcut": "A"}, [(2, 1), (1, 1)], "A", 8),
+    "basic-B-down": ("basic", (4, 8, 2), {"shortcut": "B"}, [(2, 1), (1, 1)], "proj", 8),
+    "basic-C-same": ("basic", (4, 4, 1), {"shortcut": "C"}, [(1, 1), (1, 1)], "proj", 4),
+    "bottleneck-identity": ("bottleneck", (8, 2, 1), {}, [(1, 0), (1, 1), (1, 0)], None, 8),
     "bottleneck-B-v1": (
-        Bottleneck, (4, 2, 2), {"shortcut": "B", "stride_in_1x1": True},
+        "bottleneck", (4, 2, 2), {"shortcut": "B", "stride_in_1x1": True},
         [(2, 0), (1, 1), (1, 0)], "proj", 8,
     ),
     "bottleneck-B-v1.5": (
-        Bottleneck, (4, 2, 2), {"shortcut": "B", "stride_in_1x1": False},
+        "bottleneck", (4, 2, 2), {"shortcut": "B", "stride_in_1x1": False},
         [(1, 0), (2, 1), (1, 0)], "proj", 8,
     ),
     "bottleneck-A-v1": (
-        Bottleneck, (4, 2, 2), {"shortcut": "A"}, [(2, 0), (1, 1), (1, 0)], "A", 8,
+        "bottleneck", (4, 2, 2), {"shortcut": "A"}, [(2, 0), (1, 1), (1, 0)], "A", 8,
     ),
 }
 
@@ -146,8 +168,8 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def build(config: str, unit: str, residual: bool) -> tuple[nn.Module, list, object, int]:
-    cls, args, kwargs, plan, kind, out_ch = CONFIGS[config]
-    blk = cls(*args, unit=unit, residual=residual, **kwargs)
+    block, args, kwargs, plan, kind, out_ch = CONFIGS[config]
+    blk = make_block(block, unit, *args, residual=residual, **kwargs)
     randomize_(blk).eval()
     return blk, plan, (kind if residual else "none"), out_ch
 
@@ -186,8 +208,8 @@ def test_block_matches_reference(unit, config, residual):
 @pytest.mark.parametrize("place", ["residual", "both", "none"])
 @pytest.mark.parametrize("config", ["basic-identity", "basic-A-down", "bottleneck-B-v1"])
 def test_full_preact_place_matches_reference(config, place):
-    cls, args, kwargs, plan, kind, out_ch = CONFIGS[config]
-    blk = randomize_(cls(*args, unit="full_preact", preact=place, **kwargs)).eval()
+    block, args, kwargs, plan, kind, out_ch = CONFIGS[config]
+    blk = randomize_(make_block(block, "full_preact", *args, preact=place, **kwargs)).eval()
     stride = max(s for s, _ in plan)
     x = torch.randn(2, blk.conv1.in_channels, 7, 7, generator=torch.Generator().manual_seed(2))
 
@@ -208,7 +230,8 @@ def test_full_preact_place_matches_reference(config, place):
 
 @pytest.mark.parametrize("place", ["residual", "both", "none"])
 def test_relu_preact_place(place):
-    blk = randomize_(BasicBlock(4, 8, 2, shortcut="A", unit="relu_preact", preact=place)).eval()
+    blk = randomize_(make_block("basic", "relu_preact", 4, 8, 2, shortcut="A",
+                                preact=place)).eval()
     x = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(3))
     pre = x if place == "none" else F.relu(x)
     with torch.no_grad():
@@ -218,25 +241,35 @@ def test_relu_preact_place(place):
         torch.testing.assert_close(blk(x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_preact_place_needs_a_preact_unit():
-    with pytest.raises(ValueError, match="pre-activation unit"):
-        BasicBlock(4, 4, unit="original", preact="none")
-    with pytest.raises(ValueError, match="preact must be one of"):
-        BasicBlock(4, 4, unit="full_preact", preact="first")
+def test_preact_place_only_in_preact_blocks():
+    with pytest.raises(TypeError, match="preact"):
+        BasicBlock(4, 4, preact="none")  # the original unit has no pre-activation to place
+    for cls in (PreActBasicBlock, ReLUPreActBasicBlock):
+        with pytest.raises(ValueError, match="preact must be one of"):
+            cls(4, 4, preact="first")
 
 
-def test_every_unit_has_a_reference():
+def test_every_unit_has_a_reference_and_two_blocks():
     assert set(REFERENCES) | {"full_preact"} == set(UNITS)
+    assert tuple(UNIT_BLOCKS) == UNITS  # the table ResNet builds from, in the same order
+    for unit, classes in UNIT_BLOCKS.items():
+        assert set(classes) == {"basic", "bottleneck"}
+        assert classes["basic"].unit == classes["bottleneck"].unit == unit
+        assert (classes["basic"].expansion, classes["bottleneck"].expansion) == (1, 4)
+        assert (classes["basic"].num_convs, classes["bottleneck"].num_convs) == (2, 3)
+    # The ablation orders reuse the layers of the original blocks (same state dicts).
+    assert all(issubclass(UNIT_BLOCKS[u]["basic"], BasicBlock) for u in UNITS[:4])
+    assert all(issubclass(UNIT_BLOCKS[u]["bottleneck"], Bottleneck) for u in UNITS[:4])
 
 
 def test_units_compute_different_functions():
     """Same weights, five units: five different outputs (BN/ReLU placement matters)."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 6, 6)
-    template = randomize_(BasicBlock(4, 4, unit="original"))
+    template = randomize_(BasicBlock(4, 4))
     outs = {}
     for unit in UNITS:
-        blk = BasicBlock(4, 4, unit=unit)
+        blk = UNIT_BLOCKS[unit]["basic"](4, 4)
         # With in == width every BN has 4 channels, so the same state dict fits all units.
         blk.load_state_dict(template.state_dict())
         with torch.no_grad():
@@ -247,8 +280,8 @@ def test_units_compute_different_functions():
 
 def test_bn_channels_follow_the_unit():
     # Pre-activation normalizes each conv's input; the other units normalize its output.
-    post = Bottleneck(8, 2, unit="original")
-    pre = Bottleneck(8, 2, unit="full_preact")
+    post = Bottleneck(8, 2)
+    pre = PreActBottleneck(8, 2)
     assert [post.bn1.num_features, post.bn2.num_features, post.bn3.num_features] == [2, 2, 8]
     assert [pre.bn1.num_features, pre.bn2.num_features, pre.bn3.num_features] == [8, 2, 2]
     assert Bottleneck.expansion == 4 and BasicBlock.expansion == 1
@@ -256,33 +289,41 @@ def test_bn_channels_follow_the_unit():
 
 def test_unknown_unit_and_shortcut_are_refused():
     with pytest.raises(ValueError, match="unit must be one of"):
-        BasicBlock(4, 4, unit="postact")
+        check_options(unit="postact")
     with pytest.raises(ValueError, match="shortcut must be one of"):
-        BasicBlock(4, 8, 2, shortcut="D")
+        make_shortcut(4, 8, 2, "D")
+    check_options(block="basic", stem="cifar", shortcut="C", unit="full_preact", preact="both")
 
 
-def test_plain_block_has_no_shortcut_module():
-    assert BasicBlock(4, 8, 2, residual=False, shortcut="C").downsample is None
-    assert make_shortcut(4, 8, 2, "B", residual=False) is None
+def test_plain_nets_have_no_shortcut_modules():
+    net = create_model("plain20", shortcut="C")
+    assert all(b.downsample is None and not b.residual for s in net.stages for b in s)
+    # A plain block adds nothing: its output is its branch, then the ReLU of the original unit.
+    blk = randomize_(BasicBlock(4, 8, 2, residual=False)).eval()
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        want = F.relu(bn(conv(F.relu(bn(conv(x, blk.conv1, 2, 1), blk.bn1)), blk.conv2, 1, 1),
+                         blk.bn2))
+        torch.testing.assert_close(blk(x), want, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
 # zero_init_last: the residual branch starts at zero, so the block starts as its shortcut.
 
 ZERO_INIT_CASES = {
-    "basic-identity": (BasicBlock, (8, 8, 1), {}),
-    "basic-B-down": (BasicBlock, (8, 16, 2), {"shortcut": "B"}),
-    "basic-A-down": (BasicBlock, (8, 16, 2), {"shortcut": "A"}),
-    "bottleneck-identity": (Bottleneck, (16, 4, 1), {}),
-    "bottleneck-B-down": (Bottleneck, (8, 4, 2), {"shortcut": "B"}),
-    "bottleneck-A-down": (Bottleneck, (8, 4, 2), {"shortcut": "A"}),
+    "basic-identity": ("basic", (8, 8, 1), {}),
+    "basic-B-down": ("basic", (8, 16, 2), {"shortcut": "B"}),
+    "basic-A-down": ("basic", (8, 16, 2), {"shortcut": "A"}),
+    "bottleneck-identity": ("bottleneck", (16, 4, 1), {}),
+    "bottleneck-B-down": ("bottleneck", (8, 4, 2), {"shortcut": "B"}),
+    "bottleneck-A-down": ("bottleneck", (8, 4, 2), {"shortcut": "A"}),
 }
 
 
 def _fresh(case: str, unit: str) -> nn.Module:
-    cls, args, kwargs = ZERO_INIT_CASES[case]
+    block, args, kwargs = ZERO_INIT_CASES[case]
     torch.manual_seed(0)
-    blk = cls(*args, unit=unit, **kwargs)
+    blk = make_block(block, unit, *args, **kwargs)
     blk.zero_init_last()
     return blk
 
@@ -333,7 +374,7 @@ def test_zero_init_touches_only_the_last_layer():
     blk.zero_init_last()
     assert torch.count_nonzero(blk.bn2.weight) == 0
     assert torch.all(blk.bn1.weight == 1)
-    pre = BasicBlock(8, 8, unit="full_preact")
+    pre = PreActBasicBlock(8, 8)
     pre.zero_init_last()
     assert torch.count_nonzero(pre.conv2.weight) == 0
     assert torch.count_nonzero(pre.conv1.weight) > 0

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from resnets import ResNet, count_params, create_model
-from resnets.models.blocks import UNITS, BasicBlock, Bottleneck, ShortcutA
+from resnets.models.blocks import UNITS, ShortcutA
+from resnets.models.units import UNIT_BLOCKS
 
 
 def test_resnet50_feature_maps():
@@ -176,7 +177,7 @@ def test_preact_net_matches_the_release_layout(case, randomize_bn):
     model = randomize_bn(create_model(name, **overrides), seed=1).eval()
     imagenet = size == 64
     ref = RefPreActNet(
-        imagenet=imagenet, bottleneck=isinstance(model.layer1[0], Bottleneck),
+        imagenet=imagenet, bottleneck=model.layer1[0].expansion == 4,
         layers=[len(s) for s in model.stages], widths=[s[0].conv1.out_channels for s in
                                                        model.stages],
         shortcut=overrides.get("shortcut", "A" if name.startswith("resnet20") or
@@ -231,7 +232,8 @@ def test_relu_preact_first_unit(randomize_bn):
 def test_non_preact_nets_keep_a_post_activation_stem():
     original = create_model("resnet110")
     assert isinstance(original.bn1, nn.BatchNorm2d) and isinstance(original.final_act, nn.Identity)
-    assert all(b.preact == "residual" for s in original.stages for b in s)
+    # The original unit has no pre-activation to place.
+    assert not any(hasattr(b, "preact") for s in original.stages for b in s)
 
 
 def test_zero_init_last_refused_for_plain_nets():
@@ -251,8 +253,9 @@ def test_unit_variants_on_cifar_nets(unit):
     x = torch.randn(2, 3, 32, 32)
     basic = create_model("resnet20", unit=unit)
     bottle = create_model("preact_resnet164", unit=unit)
-    assert all(isinstance(b, BasicBlock) and b.unit == unit for s in basic.stages for b in s)
-    assert all(isinstance(b, Bottleneck) and b.unit == unit for s in bottle.stages for b in s)
+    basic_cls, bottle_cls = UNIT_BLOCKS[unit]["basic"], UNIT_BLOCKS[unit]["bottleneck"]
+    assert all(type(b) is basic_cls and b.unit == unit for s in basic.stages for b in s)
+    assert all(type(b) is bottle_cls and b.unit == unit for s in bottle.stages for b in s)
     assert basic(x).shape == (2, 10)
     assert bottle(x).shape == (2, 10)
     # 164 = 9n + 2 with n = 18; the bottleneck widens 16/32/64 to 64/128/256

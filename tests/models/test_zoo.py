@@ -10,7 +10,7 @@ from torch import nn
 
 import resnets
 from resnets import count_params, create_model, list_models, model_info
-from resnets.models import Bottleneck, ShortcutA
+from resnets.models import Bottleneck, PreActBottleneck, ShortcutA
 
 # ImageNet nets are fully convolutional up to the adaptive pool, so 64x64 exercises every layer
 # (layer4 sees 2x2) at a fraction of the 224x224 cost.
@@ -153,7 +153,8 @@ def test_cifar_bottleneck_nets_params(depth):
         assert count_params(model) == exact, name
         # The paper rounds to 0.1M; ours is 10.33M for 1001 (projection BNs and fc included).
         assert abs(exact / 1e6 - paper) < 0.15
-        assert all(isinstance(b, Bottleneck) for s in model.stages for b in s)
+        want = PreActBottleneck if name.startswith("preact") else Bottleneck
+        assert all(type(b) is want for s in model.stages for b in s)
         assert [len(s) for s in model.stages] == [(depth - 2) // 9] * 3
         assert model.num_features == 256
     assert create_model(f"resnet{depth}").layer1[0].unit == "original"

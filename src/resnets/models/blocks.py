@@ -1,27 +1,27 @@
-"""Residual building blocks of He et al. (2016) and the unit variants of He et al. (ECCV 2016).
+"""Building blocks of He et al. (CVPR 2016) and the full pre-activation unit of He et al.
+(ECCV 2016, arXiv 1603.05027), each with its own straight-line ``forward``:
 
-One `BasicBlock` (two 3x3 convs) and one `Bottleneck` (1x1 reduce, 3x3, 1x1 restore x4)
-cover every block of the paper through arguments instead of forked copies:
+================  =====================================================  ==========
+block             residual branch                                        after add
+================  =====================================================  ==========
+BasicBlock        conv3-BN-ReLU-conv3-BN                                 ReLU
+Bottleneck        conv1-BN-ReLU-conv3-BN-ReLU-conv1-BN                   ReLU
+PreActBasicBlock  BN-ReLU-conv3-BN-ReLU-conv3                            nothing
+PreActBottleneck  BN-ReLU-conv1-BN-ReLU-conv3-BN-ReLU-conv1              nothing
+================  =====================================================  ==========
 
-* ``residual=False`` gives the *plain* counterpart (same layers, no shortcut).
-* ``shortcut`` picks the paper's option A / B / C (Table 3) for the identity path.
-* ``unit`` picks the order of BN / ReLU / addition (PAPER.md section 10, Fig. 4 of 1603.05027):
+The three other unit orders of 1603.05027's ablation (Fig. 4 b-d) live in
+`resnets.models.units`, which also maps each ``unit`` name to its two block classes.
 
-  ==================  =================================================  ===========
-  unit                residual branch                                    after add
-  ==================  =================================================  ===========
-  original            conv-BN-ReLU ... conv-BN                           ReLU
-  bn_after_add        conv-BN-ReLU ... conv                              BN, ReLU
-  relu_before_add     conv-BN-ReLU ... conv-BN-ReLU                      nothing
-  relu_preact         ReLU-conv-BN ... ReLU-conv-BN                      nothing
-  full_preact         BN-ReLU-conv ... BN-ReLU-conv                      nothing
-  ==================  =================================================  ===========
+A block is given its shortcut: ``downsample`` is the module on the identity path (``None``:
+the identity itself), made once by the stage builder with `make_shortcut` for the paper's
+option A / B / C (Table 3). ``residual=False`` gives the *plain* counterpart of Sec. 4: the
+same layers without the addition.
 
-For the two pre-activation units, ``preact`` says where the unit's own pre-activation
-(``full_preact``: BN-ReLU, ``relu_preact``: ReLU) sits, following 1603.05027's appendix and
-the public code for it: KaimingHe/resnet-1k-layers (the authors' ResNet-164/1001) and
-``preresnet.lua`` of fb.resnet.torch (Facebook's re-implementation, which the authors'
-later releases build on):
+In a pre-activation block, ``preact`` says where the unit's own pre-activation (BN-ReLU; for
+the ReLU-only ablation a ReLU) sits, following 1603.05027's appendix and the public code for
+it: KaimingHe/resnet-1k-layers (the authors' ResNet-164/1001) and ``preresnet.lua`` of
+fb.resnet.torch (Facebook's re-implementation, which the authors' later releases build on):
 
 * ``"residual"``: on the residual branch only; the shortcut sees the raw input (most units).
 * ``"both"``: before the split, so the shortcut sees the activated input too (the first unit
@@ -29,30 +29,36 @@ later releases build on):
 * ``"none"``: no own pre-activation; the input is already activated (the first unit of the
   net, right after the stem's conv-BN-ReLU).
 
-Layer names (``conv1``, ``bn1``, ..., ``downsample``) follow torchvision so that the state dicts
-of the ``original`` unit with option B load into and from torchvision unchanged.
+Layer names (``conv1``, ``bn1``, ..., ``downsample``) follow torchvision so that state dicts of
+`BasicBlock` / `Bottleneck` nets with option B load into and from torchvision unchanged.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Shortcut = Literal["A", "B", "C"]
-Unit = Literal["original", "bn_after_add", "relu_before_add", "relu_preact", "full_preact"]
-UNITS: tuple[str, ...] = (
-    "original",
-    "bn_after_add",
-    "relu_before_add",
-    "relu_preact",
-    "full_preact",
-)
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
-PREACT_UNITS: tuple[str, ...] = ("relu_preact", "full_preact")
+UNITS: tuple[str, ...] = ("original", "bn_after_add", "relu_before_add", "relu_preact",
+                          "full_preact")
 PREACT_PLACES: tuple[str, ...] = ("residual", "both", "none")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "block": ("basic", "bottleneck"),
+    "stem": ("imagenet", "cifar"),
+    "shortcut": SHORTCUTS,
+    "unit": UNITS,
+    "preact": PREACT_PLACES,
+}
+
+
+def check_options(**options: str) -> None:
+    """Refuse a value outside its list of choices; the one place these options are checked
+    (``ResNet`` checks its arguments here, `make_shortcut` and the pre-activation blocks
+    theirs), so every such error reads the same."""
+    for name, value in options.items():
+        if value not in _CHOICES[name]:
+            raise ValueError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -87,14 +93,13 @@ class ShortcutA(nn.Module):
         return f"stride={self.stride}, zero_channels={self.extra}"
 
 
-def make_shortcut(
-    in_ch: int, out_ch: int, stride: int, option: str, residual: bool
-) -> nn.Module | None:
-    """The module on the identity path, or ``None`` for a plain identity (or a plain net)."""
-    if not residual:
-        return None
-    if option not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {option!r}")
+def make_shortcut(in_ch: int, out_ch: int, stride: int, option: str) -> nn.Module | None:
+    """The module on the identity path of a block, or ``None`` for the identity itself.
+
+    Option A pads with zeros where dimensions change; B projects (1x1 conv + BN) there; C
+    projects in every block. Elsewhere A and B are the identity.
+    """
+    check_options(shortcut=option)
     changes = stride != 1 or in_ch != out_ch
     if option == "C" or (option == "B" and changes):
         return nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
@@ -104,163 +109,183 @@ def make_shortcut(
 
 
 class ResidualUnit(nn.Module):
-    """Shared forward of every block: a chain of convs with BN/ReLU placed by ``unit``.
+    """What every block shares: the shortcut it was given, and adding it (1603.05027 calls a
+    block a "residual unit"). Subclasses create ``conv1``, ``bn1``, ... and write ``forward``."""
 
-    Subclasses create ``conv1..convK`` and call :meth:`_finish` with the conv channel plan.
-    """
+    expansion = 1  # output channels = width * expansion
+    num_convs = 2  # convs on the residual branch: conv1 .. conv{num_convs}
+    unit = "original"  # the unit order (1603.05027 Fig. 4) this block computes
 
-    expansion = 1
-
-    def _finish(
-        self,
-        convs: list[nn.Conv2d],
-        in_ch: int,
-        out_ch: int,
-        stride: int,
-        shortcut: str,
-        residual: bool,
-        unit: str,
-        preact: str | None,
-    ) -> None:
-        if unit not in UNITS:
-            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
-        self.unit = unit
+    def __init__(self, downsample: nn.Module | None, residual: bool):
+        super().__init__()
+        # Registered before the convs, as in every checkpoint written so far: optimizer state
+        # (momentum) is matched to parameters by position, and this order sets the position.
+        self.downsample = downsample
         self.residual = residual
-        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, residual)
-        if preact is None:
-            # A lone full pre-activation unit that changes dimensions activates before the
-            # split, as the first unit of a stage does in the reference code (module docstring).
-            both = unit == "full_preact" and self.downsample is not None
-            preact = "both" if both else "residual"
-        if preact not in PREACT_PLACES:
-            raise ValueError(f"preact must be one of {PREACT_PLACES}, got {preact!r}")
-        if unit not in PREACT_UNITS and preact != "residual":
-            raise ValueError(f"preact={preact!r} needs a pre-activation unit {PREACT_UNITS}, "
-                             f"not {unit!r}")
-        self.preact = preact
-        for i, conv in enumerate(convs, start=1):
-            setattr(self, f"conv{i}", conv)
-            if unit == "full_preact" and i == 1 and preact == "none":
-                # The stem's BN-ReLU is this unit's pre-activation: no BN of its own.
-                setattr(self, f"bn{i}", nn.Identity())
-                continue
-            # Pre-activation normalizes a conv's input; every other unit its output.
-            ch = conv.in_channels if unit == "full_preact" else conv.out_channels
-            setattr(self, f"bn{i}", nn.BatchNorm2d(ch))
-        self.num_convs = len(convs)
-        self.relu = nn.ReLU(inplace=True)
 
-    def _layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-        return [
-            (getattr(self, f"conv{i}"), getattr(self, f"bn{i}"))
-            for i in range(1, self.num_convs + 1)
-        ]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H', W')
-        unit = self.unit
-        layers = self._layers()
-        if unit in PREACT_UNITS:
-            out = self._pre_activate(x, layers[0][1])
-            identity = out if self.preact == "both" else x
-            for i, (conv, bn) in enumerate(layers):
-                if unit == "full_preact":  # BN-ReLU-conv
-                    out = conv(F.relu(bn(out)) if i else out)
-                else:  # relu_preact: ReLU-conv-BN
-                    out = bn(conv(F.relu(out) if i else out))
-        else:
-            identity = out = x
-            for i, (conv, bn) in enumerate(layers):
-                last = i == len(layers) - 1
-                out = conv(out)
-                if not (last and unit == "bn_after_add"):
-                    out = bn(out)
-                if not last or unit == "relu_before_add":
-                    out = F.relu(out)
+    def add_shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` plus the shortcut of ``x``; a plain block (``residual=False``) adds nothing."""
         if not self.residual:
-            # Plain net: the last layer still gets the activation it would have after the add.
-            return self._after_add(out, layers)
-        if self.downsample is not None:
-            identity = self.downsample(identity)
-        return self._after_add(out + identity, layers)
-
-    def _pre_activate(self, x: torch.Tensor, bn1: nn.Module) -> torch.Tensor:
-        """The unit's own pre-activation of its input (nothing when ``preact="none"``)."""
-        if self.preact == "none":
-            return x
-        return F.relu(bn1(x) if self.unit == "full_preact" else x)
-
-    def _after_add(self, out: torch.Tensor, layers) -> torch.Tensor:
-        if self.unit == "original":
-            return self.relu(out)
-        if self.unit == "bn_after_add":
-            return self.relu(layers[-1][1](out))
-        return out
+            return out
+        return out + (x if self.downsample is None else self.downsample(x))
 
     def zero_init_last(self) -> None:
         """Make the residual branch start at zero, so the block starts as its shortcut."""
-        conv, bn = self._layers()[-1]
-        if self.unit in ("bn_after_add", "full_preact"):
-            # The last BN is outside the branch (or before the last conv): zero the conv.
-            nn.init.zeros_(conv.weight)
-        else:
-            nn.init.zeros_(bn.weight)
+        raise NotImplementedError
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
-        """The BN after each 3x3 conv: its output is the layer response of the paper's Fig. 7
-        (after BN, before the ReLU / addition). Empty for units where BN does not directly
-        follow the conv (``bn_after_add``, ``full_preact``)."""
-        if self.unit in ("full_preact", "bn_after_add"):
-            return []
-        return [bn for conv, bn in self._layers() if conv.kernel_size == (3, 3)]
+        """The BN right after each 3x3 conv: its output is a layer response of the paper's
+        Fig. 7 (after BN, before the ReLU / addition). Empty where no BN follows a conv."""
+        return []
 
 
 class BasicBlock(ResidualUnit):
-    """Two 3x3 convs (ResNet-18/34 and every CIFAR basic net). Stride sits on the first conv."""
+    """Two 3x3 convs, the original unit (Fig. 2 left; ResNet-18/34 and the CIFAR nets).
+
+    The stride sits on the first conv.
+    """
 
     expansion = 1
+    num_convs = 2
 
-    def __init__(
-        self,
-        in_ch: int,
-        width: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        residual: bool = True,
-        unit: str = "original",
-        stride_in_1x1: bool = True,  # accepted for a uniform signature; no 1x1 here
-        preact: str | None = None,
-    ):
-        super().__init__()
-        out_ch = width * self.expansion
-        convs = [conv3x3(in_ch, width, stride), conv3x3(width, out_ch)]
-        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit, preact)
+    def __init__(self, in_ch: int, width: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, residual: bool = True):
+        super().__init__(downsample, residual)
+        self.conv1 = conv3x3(in_ch, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width * self.expansion)
+        self.bn2 = nn.BatchNorm2d(width * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H', W')
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        # A plain block keeps the ReLU it would have after the addition.
+        return self.relu(self.add_shortcut(out, x))
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN's scale: the block starts as ReLU(shortcut)."""
+        nn.init.zeros_(self.bn2.weight)
+
+    def response_norms(self) -> list[nn.BatchNorm2d]:
+        return [self.bn1, self.bn2]
 
 
 class Bottleneck(ResidualUnit):
-    """1x1 reduce - 3x3 - 1x1 restore (x4), ResNet-50/101/152 and CIFAR ResNet-164/1001.
+    """1x1 reduce, 3x3, 1x1 restore (x4): ResNet-50/101/152, CIFAR ResNet-164/1001 (Fig. 5).
 
-    ``stride_in_1x1=True`` is the paper's original release ("v1": stride 2 on the first 1x1).
-    ``stride_in_1x1=False`` is torchvision's "v1.5" (stride 2 on the 3x3): slightly more MACs
-    and about 0.5% better top-1, and the layout torchvision's weights need.
+    Note:
+        ``stride_in_1x1=True`` (default) is the paper's release ("v1": stride 2 on the first
+        1x1). ``False`` is torchvision's "v1.5" (stride 2 on the 3x3): slightly more MACs,
+        about 0.5% better top-1, and the layout torchvision's weights need.
     """
 
     expansion = 4
+    num_convs = 3
 
-    def __init__(
-        self,
-        in_ch: int,
-        width: int,
-        stride: int = 1,
-        *,
-        shortcut: str = "B",
-        residual: bool = True,
-        unit: str = "original",
-        stride_in_1x1: bool = True,
-        preact: str | None = None,
-    ):
-        super().__init__()
-        out_ch = width * self.expansion
+    def __init__(self, in_ch: int, width: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, residual: bool = True,
+                 stride_in_1x1: bool = True):
+        super().__init__(downsample, residual)
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        convs = [conv1x1(in_ch, width, s1), conv3x3(width, width, s3), conv1x1(width, out_ch)]
-        self._finish(convs, in_ch, out_ch, stride, shortcut, residual, unit, preact)
+        self.conv1 = conv1x1(in_ch, width, s1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, s3)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, width * self.expansion)
+        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, 4w, H', W')
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(self.add_shortcut(out, x))
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN's scale: the block starts as ReLU(shortcut)."""
+        nn.init.zeros_(self.bn3.weight)
+
+    def response_norms(self) -> list[nn.BatchNorm2d]:
+        return [self.bn2]  # the only 3x3 conv
+
+
+def preact_place(preact: str | None, downsample: nn.Module | None) -> str:
+    """A full pre-activation block's ``preact`` (see the module docstring). By default a lone
+    block that changes dimensions activates before the split, as the first unit of a stage
+    does in the reference code; `ResNet` always says where."""
+    if preact is None:
+        return "both" if downsample is not None else "residual"
+    check_options(preact=preact)
+    return preact
+
+
+class PreActBasicBlock(ResidualUnit):
+    """Two 3x3 convs, full pre-activation (1603.05027 Fig. 1b, Fig. 4e).
+
+    BN normalizes each conv's input, not its output, and nothing follows the addition: the
+    net adds one BN-ReLU after its last unit. With ``preact="none"`` the stem's BN-ReLU is
+    this unit's pre-activation, so ``bn1`` is an `nn.Identity` (no tensors of its own).
+    """
+
+    unit = "full_preact"
+    expansion = 1
+    num_convs = 2
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, residual: bool = True,
+                 preact: str | None = None):
+        super().__init__(downsample, residual)
+        self.preact = preact_place(preact, downsample)
+        self.conv1 = conv3x3(in_ch, width, stride)
+        self.bn1 = nn.Identity() if self.preact == "none" else nn.BatchNorm2d(in_ch)
+        self.conv2 = conv3x3(width, width * self.expansion)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H', W')
+        pre = x if self.preact == "none" else self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return self.add_shortcut(out, x if self.preact == "residual" else pre)
+
+    def zero_init_last(self) -> None:
+        """Zero the last conv (no BN follows it): the block starts as its shortcut."""
+        nn.init.zeros_(self.conv2.weight)
+
+
+class PreActBottleneck(ResidualUnit):
+    """Bottleneck with full pre-activation (1603.05027; ResNet-164/1001, ImageNet ResNet-200).
+
+    Same layer order and ``preact`` places as `PreActBasicBlock`; the stride follows
+    ``stride_in_1x1`` as in `Bottleneck` (the authors' releases stride the first 1x1).
+    """
+
+    unit = "full_preact"
+    expansion = 4
+    num_convs = 3
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, residual: bool = True,
+                 stride_in_1x1: bool = True, preact: str | None = None):
+        super().__init__(downsample, residual)
+        self.preact = preact_place(preact, downsample)
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(in_ch, width, s1)
+        self.bn1 = nn.Identity() if self.preact == "none" else nn.BatchNorm2d(in_ch)
+        self.conv2 = conv3x3(width, width, s3)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, width * self.expansion)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, 4w, H', W')
+        pre = x if self.preact == "none" else self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return self.add_shortcut(out, x if self.preact == "residual" else pre)
+
+    def zero_init_last(self) -> None:
+        """Zero the last conv (no BN follows it): the block starts as its shortcut."""
+        nn.init.zeros_(self.conv3.weight)

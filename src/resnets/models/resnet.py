@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .blocks import SHORTCUTS, UNITS, BasicBlock, Bottleneck
+from .blocks import ResidualUnit, check_options, make_shortcut
+from .units import UNIT_BLOCKS
 
 Stem = Literal["imagenet", "cifar"]
-BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 def _preact_place(unit: str, *, first_stage: bool, first_block: bool) -> str | None:
-    """Where a block's own pre-activation goes (see `resnets.models.blocks`)."""
+    """Where a block's own pre-activation goes (see `resnets.models.blocks`); ``None`` for
+    units without one."""
     if unit not in ("full_preact", "relu_preact"):
         return None
     if first_stage and first_block:
@@ -58,7 +59,8 @@ class ResNet(nn.Module):
         stem_width: output channels of the stem conv.
         shortcut: option ``"A"``, ``"B"`` or ``"C"`` of the paper's Table 3.
         residual: ``False`` builds the plain counterpart (no shortcuts at all).
-        unit: residual-unit variant, see :mod:`resnets.models.blocks`.
+        unit: residual-unit order of 1603.05027 Fig. 4; :mod:`resnets.models.units` maps it
+            (with ``block``) to a block class.
         stride_in_1x1: bottleneck stride on the 1x1 (paper, "v1") or the 3x3 (torchvision, "v1.5").
         num_classes: size of the final fc layer.
         in_chans: input image channels.
@@ -91,14 +93,7 @@ class ResNet(nn.Module):
         zero_init_last: bool = False,
     ):
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-        if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-        if unit not in UNITS:
-            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+        check_options(block=block, stem=stem, shortcut=shortcut, unit=unit)
         if len(layers) != len(widths) or not layers:
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must match")
         if num_classes < 1 or in_chans < 1:
@@ -109,7 +104,7 @@ class ResNet(nn.Module):
                 "shortcuts (residual=False) nothing else carries the signal, so the net would "
                 "output the same logits for every input. Drop zero_init_last for plain nets, "
                 "or build the residual net (residual=True).")
-        block_cls = BLOCKS[block]
+        block_cls = UNIT_BLOCKS[unit][block]
         self.unit = unit
         preact = unit == "full_preact"
 
@@ -126,28 +121,18 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
+        # Only bottlenecks have a 1x1 that can carry the stride.
+        block_kwargs = {"stride_in_1x1": stride_in_1x1} if block == "bottleneck" else {}
         in_ch = stem_width
         self.stage_names: list[str] = []
         for i, (n, width) in enumerate(zip(layers, widths, strict=True)):
-            stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(n):
-                blocks.append(
-                    block_cls(
-                        in_ch,
-                        width,
-                        stride if j == 0 else 1,
-                        shortcut=shortcut,
-                        residual=residual,
-                        unit=unit,
-                        stride_in_1x1=stride_in_1x1,
-                        preact=_preact_place(unit, first_stage=i == 0, first_block=j == 0),
-                    )
-                )
-                in_ch = width * block_cls.expansion
             name = f"layer{i + 1}"
-            setattr(self, name, nn.Sequential(*blocks))
+            stage = self._make_layer(block_cls, in_ch, width, n, stride=1 if i == 0 else 2,
+                                     shortcut=shortcut, residual=residual, first_stage=i == 0,
+                                     **block_kwargs)
+            setattr(self, name, stage)
             self.stage_names.append(name)
+            in_ch = width * block_cls.expansion
         self.num_features = in_ch
         # Units whose output is not activated get the missing BN/ReLU once, before pooling.
         if preact:
@@ -162,6 +147,23 @@ class ResNet(nn.Module):
         if preact and stem == "cifar" and shortcut == "B":
             self.register_load_state_dict_pre_hook(_rename_first_unit_bn)
 
+    def _make_layer(self, block_cls: type[ResidualUnit], in_ch: int, width: int, blocks: int,
+                    stride: int, *, shortcut: str, residual: bool, first_stage: bool,
+                    **block_kwargs) -> nn.Sequential:
+        """One stage: ``blocks`` blocks, the first with ``stride`` and a new width. Each
+        block's shortcut is made here (plain nets have none) and handed to the block."""
+        layers = []
+        for j in range(blocks):
+            s = stride if j == 0 else 1
+            out_ch = width * block_cls.expansion
+            downsample = make_shortcut(in_ch, out_ch, s, shortcut) if residual else None
+            place = _preact_place(self.unit, first_stage=first_stage, first_block=j == 0)
+            extra = {} if place is None else {"preact": place}
+            layers.append(block_cls(in_ch, width, s, downsample, residual=residual,
+                                    **block_kwargs, **extra))
+            in_ch = out_ch
+        return nn.Sequential(*layers)
+
     def _init_weights(self, zero_init_last: bool) -> None:
         # He et al. (2015) init, fan-out with ReLU gain, as in the paper; BN starts at identity.
         for m in self.modules():
@@ -172,7 +174,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_last:
             for m in self.modules():
-                if hasattr(m, "zero_init_last") and m is not self:
+                if isinstance(m, ResidualUnit):
                     m.zero_init_last()
 
     @property
