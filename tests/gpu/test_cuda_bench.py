@@ -30,8 +30,8 @@ def test_bench_on_cuda_against_torchvision(name, precision, bench_file):
                         steps=20, warmup=5, rounds=4)
     with bench_file.open("a") as f:
         f.write(json.dumps(res) + "\n")
-    assert res["device"].startswith("cuda") and res["device_name"] == \
-        torch.cuda.get_device_name(0)
+    assert res["device"].startswith("cuda")
+    assert torch.cuda.get_device_name(0) in res["device_name"]  # the GPU is named
     assert res["batch_size"] == 256 and res["precision"] == precision
     assert res["channels_last"] is (precision == "bf16")  # native bf16: channels_last with it
     assert math.isfinite(res["img_per_s"]) and res["img_per_s"] > 0

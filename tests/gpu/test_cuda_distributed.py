@@ -34,7 +34,10 @@ distributed.DistEnv.enabled = property(lambda self: True)  # one rank, distribut
 dist.init_process_group(backend="nccl")
 torch.cuda.set_device(0)
 assert dist.get_backend() == "nccl" and dist.get_world_size() == 1
-sys.exit(main(sys.argv[1:]))
+code = main(sys.argv[1:])
+if dist.is_initialized():
+    dist.destroy_process_group()
+sys.exit(code)
 """
 
 
