@@ -72,6 +72,11 @@ def _user_paths(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     return out
 
 
+def _snippet(text: str | bytes) -> str:
+    """``text`` on one printable line: undecodable bytes as ``\\xNN``, controls escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in printable(text)).strip()
+
+
 def _input_error(e: BaseException, args: argparse.Namespace) -> str | None:
     """One line for an OS or text-encoding error caused by the user's input; None when it is
     not one (the caller re-raises it)."""
@@ -90,14 +95,15 @@ def _input_error(e: BaseException, args: argparse.Namespace) -> str | None:
             0xD800 <= ord(c) <= 0xDFFF for c in e.object[e.start:e.end]):
         # Lone surrogates: bytes of a file or folder name (or of a name read from a file) that
         # are not UTF-8, meeting an output that must be UTF-8.
-        context = printable(e.object[max(0, e.start - 80):e.end + 40]).strip()
-        return (f"a file, folder or class name is not UTF-8, {context!r}: rename it to UTF-8 "
+        context = _snippet(e.object[max(0, e.start - 80):e.end + 40])
+        return (f"a file, folder or class name is not UTF-8, '{context}': rename it to UTF-8 "
                 f"(e.g. with convmv) and run again.")
     if isinstance(e, UnicodeDecodeError):
         # Text read from a file the user gave (a class list, a recipe, a config) without a
         # reader of its own to name it.
+        context = _snippet(e.object[max(0, e.start - 20):e.end + 20])
         return (f"a file given to this command is not UTF-8 text, {e.reason} at byte {e.start} "
-                f"({printable(e.object[max(0, e.start - 20):e.end + 20])!r}): save it as UTF-8.")
+                f"('{context}'): save it as UTF-8.")
     return None
 
 

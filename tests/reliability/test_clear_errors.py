@@ -152,6 +152,20 @@ def test_programming_errors_keep_their_traceback(cli, trained, monkeypatch, erro
         cli("eval", "--checkpoint", trained / LAST, "--device", "cpu")
 
 
+def test_text_file_that_is_not_utf8_is_one_line(cli, trained, monkeypatch):
+    """A reader that decodes a user's file as UTF-8 without naming it: the safety net says
+    what the bytes were and how to fix the file."""
+    from resnets.eval import run as eval_run
+
+    def read_classes(*args, **kwargs):
+        b"cat\ndog\nm\xf6we\n".decode("utf-8")
+
+    monkeypatch.setattr(eval_run, "evaluate_checkpoint", read_classes)
+    message = cli.error("eval", "--checkpoint", trained / LAST, "--device", "cpu")
+    assert "a file given to this command is not UTF-8 text, invalid start byte at byte 9 " \
+           "('cat\\ndog\\nm\\xf6we\\n'): save it as UTF-8." in message
+
+
 # --------------------------------------------------------------------------------------------
 # 2. File names that are not UTF-8
 
@@ -220,7 +234,25 @@ def test_encoding_error_of_a_name_is_one_line(cli, trained, monkeypatch):
 
     monkeypatch.setattr(eval_run, "evaluate_checkpoint", print_name)
     message = cli.error("eval", "--checkpoint", trained / LAST, "--device", "cpu")
-    assert "a file, folder or class name is not UTF-8, 'class c\\\\xff'" in message
+    assert "a file, folder or class name is not UTF-8, 'class c\\xff'" in message
+
+
+def test_analyze_into_a_non_utf8_out(cli, trained, color_folder, tmp_path):
+    """Results written to a folder whose name is not UTF-8 are reported, escaped."""
+    out = tmp_path / f"fig7-{NOT_UTF8}"
+    code, stdout, err = cli(*analyze_args(trained / LAST, out, color_folder))
+    assert code == 0, err
+    assert f"wrote {tmp_path}/fig7-\\xff/responses.json and " in stdout
+    assert (out / "responses.json").is_file()
+
+
+def test_export_into_a_non_utf8_out(cli, trained, tmp_path):
+    """torch's exporters take UTF-8 paths only: refused before anything is loaded."""
+    out = tmp_path / f"r8-{NOT_UTF8}.pt"
+    message = cli.error("export", "--checkpoint", trained / LAST, "--format", "torchscript",
+                        "--out", out)
+    assert f"--out {tmp_path}/r8-\\xff.pt is not a UTF-8 path" in message
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------------------------

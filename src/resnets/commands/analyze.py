@@ -37,7 +37,7 @@ OUTPUTS = ("responses.json", "responses.png")
 def run_responses(args) -> int:
     from ..analysis.responses import layer_response_std, plot_responses, responses_undefined
     from ..data import DeviceLoader, Normalization
-    from ..errors import UserError
+    from ..errors import UserError, printable
     from ..eval.run import checkpoint_split
     from ..train.checkpoint import load_checkpoint
     from ..train.loop import resolve_device
@@ -74,7 +74,7 @@ def run_responses(args) -> int:
                          out / "responses.png")
     (out / "responses.json").write_text(json.dumps({"analysis": "responses",
                                                     "results": results}, indent=2) + "\n")
-    print(f"wrote {out / 'responses.json'} and {png}")
+    print(f"wrote {printable(out / 'responses.json')} and {printable(png)}")
     return 0
 
 

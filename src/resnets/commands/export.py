@@ -29,12 +29,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import printable
     from ..serve.export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.out, args.fmt, batch_size=args.batch_size,
                                verify=args.verify, tolerance=args.tolerance,
                                overwrite=args.overwrite)
-    print(f"wrote {report.path} ({report.format})")
+    print(f"wrote {printable(report.path)} ({report.format})")
     if args.verify:
         sizes = ", ".join(str(n) for n in report.batch_sizes)
         print(f"max abs difference vs eager: {report.max_abs_diff:.3g} (batch sizes {sizes}; "

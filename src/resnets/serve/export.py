@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.device_loader import Normalization
-from ..errors import UserError
+from ..errors import UserError, printable
 from ..train.checkpoint import load_checkpoint
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "check_out", "export_checkpoint",
@@ -87,6 +87,12 @@ def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
     """Refuse an ``out`` that is a folder, lies below a file, or exists (unless
     ``overwrite``): an export never replaces a file it was not told to."""
     out = Path(out)
+    try:
+        str(out).encode("utf-8")  # torch's writers take the path as UTF-8 text
+    except UnicodeEncodeError:
+        raise ExportError(f"--out {printable(out)} is not a UTF-8 path (a byte shown as \\xNN "
+                          f"is not UTF-8 text), which torch's exporters need. Choose another "
+                          f"--out, e.g. model.onnx, and rename the file afterwards.") from None
     if out.is_dir():
         raise ExportError(f"--out {out} is a folder; give the file to write, e.g. "
                           f"{out / 'model.onnx'}.")
