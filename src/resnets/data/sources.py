@@ -370,7 +370,13 @@ def _load_official(batches: dict[str, dict], split: str, image_size: int | None,
         if not isinstance(names, list | tuple) or not names:
             raise DataError(f"{_OFFICIAL_META} in {source} has no 'label_names' list. Delete it "
                             f"to use the standard CIFAR-10 class names.")
-        classes = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+        try:
+            classes = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+        except UnicodeDecodeError as err:
+            raise DataError(f"{_OFFICIAL_META} in {source} holds a class name that is not "
+                            f"UTF-8 text ({err.object!r}: {err.reason} at byte {err.start}). "
+                            f"Rewrite its label_names as UTF-8, or delete {_OFFICIAL_META} to "
+                            f"use the standard CIFAR-10 class names.") from None
 
     images, labels = [], []
     for name in _OFFICIAL_BATCHES[split]:
