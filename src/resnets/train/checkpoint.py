@@ -513,6 +513,30 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(device).eval(), ckpt.meta
 
 
+def _pickled_global(path: str | os.PathLike) -> str | None:
+    """The first non-torch global a plain pickle file imports, or None (none, or not a pickle).
+
+    Read with pickletools, which parses opcodes and runs nothing; torch's own error does not
+    always get that far (it stops at opcodes its weights-only reader lacks).
+    """
+    import pickletools
+
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as stream:
+            for _ in range(4):  # torch's legacy format: a few pickles in a row
+                for op, arg, _ in pickletools.genops(stream):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    name = (arg.replace(" ", ".") if op.name in ("GLOBAL", "INST")
+                            else ".".join(strings[-2:]) if op.name == "STACK_GLOBAL" else None)
+                    if name and not name.startswith(("torch.", "collections.OrderedDict")):
+                        return name
+    except Exception:  # not (or no longer) a pickle stream: nothing more to find
+        pass
+    return None
+
+
 def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth`` file, with ``weights_only=True``: code in it is refused."""
     import pickle
@@ -520,11 +544,21 @@ def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # Only a pickle that names a function or class outside the allowed tensor types is
+        # code; random or damaged bytes fail the same way and must not be reported as such.
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        named = named.group(1) if named else _pickled_global(path)
+        if named is None:
+            raise CheckpointError(f"{path} is not a readable torch file: damaged, truncated or "
+                                  f"not saved by torch.save. Re-download or re-save it (a "
+                                  f"state dict or safetensors).") from None
         raise CheckpointError(f"{path} needs arbitrary unpickling, which could run code, so it "
-                              f"was refused ({str(e).splitlines()[0]}). Re-save the weights as "
-                              f"a plain state dict or as safetensors.") from None
-    except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path} is not a readable torch file ({e}).") from None
+                              f"was refused (it names {named}). Re-save the weights "
+                              f"as a plain state dict or as safetensors.") from None
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, IndexError) as e:
+        # What torch.load raises on bytes that only look like a pickle in part.
+        raise CheckpointError(f"{path} is not a readable torch file ({type(e).__name__}: "
+                              f"{e}).") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
