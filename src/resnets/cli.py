@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        # Bad input: one paragraph the user can act on, no traceback.
-        print(f"resnets {args.command}: error: {e}", file=sys.stderr)
+        # Bad input: one paragraph the user can act on, no traceback. A path in it that is
+        # not UTF-8 is escaped, or printing the error would raise a second one.
+        print(f"resnets {args.command}: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except (*_INPUT_OS_ERRORS, UnicodeError) as e:
         # The safety net for input errors that no reader turned into a UserError. Anything
@@ -125,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         # The reader went away (`resnets models | head`): not an error of ours.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:

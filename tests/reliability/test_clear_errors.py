@@ -178,6 +178,13 @@ def test_train_into_a_non_utf8_out_stops_before_training(cli, tiny_train_args, t
     assert not out.exists()
 
 
+def test_an_error_naming_a_non_utf8_path_is_printed(cli, tmp_path):
+    """A UserError whose message holds such a path: printing it must not raise again."""
+    missing = tmp_path / f"ckpt-{NOT_UTF8}.safetensors"
+    message = cli.error("eval", "--checkpoint", missing, "--device", "cpu")
+    assert f"{tmp_path}/ckpt-\\xff.safetensors" in message
+
+
 @pytest.fixture
 def odd_names(color_folder, tmp_path):
     """A folder of four images, one of them named with a byte that is not UTF-8."""
