@@ -71,3 +71,26 @@ def test_model_info_fields():
     assert (info.family, info.depth, info.input_size) == ("imagenet", 50, (3, 224, 224))
     assert resnets.model_info("resnet20").input_size == (3, 32, 32)
     assert info.description
+
+
+def test_every_registered_name_is_a_builder_a_reader_can_grep():
+    """One function per name in zoo.py (no names made in loops): `grep "def resnet56"`."""
+    from pathlib import Path
+
+    from resnets.models import zoo
+
+    source = Path(zoo.__file__).read_text()
+    for name in resnets.list_models():
+        builder = resnets.model_info(name).builder
+        assert builder.__name__ == name and builder.__module__ == zoo.__name__
+        assert source.count(f"\ndef {name}(**kwargs) -> ResNet:\n") == 1
+        assert resnets.model_info(name).description == builder.__doc__  # shown by `models`
+
+
+def test_a_builder_needs_a_description(scratch_registry):
+    def toy3(**kwargs):
+        return kwargs
+
+    with pytest.raises(ValueError, match="needs a description"):
+        register_model(family="cifar", depth=3)(toy3)
+    assert "toy3" not in scratch_registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,15 +26,21 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(*, family: str, depth: int, description: str):
-    """Decorator that registers a keyword-only builder under its function name."""
+def register_model(*, family: str, depth: int, description: str | None = None):
+    """Decorator that registers a keyword-only builder under its function name.
+
+    The description `resnets models` shows is ``description``, else the builder's docstring.
+    """
     size = {"cifar": (3, 32, 32), "imagenet": (3, 224, 224)}[family]
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(name, family, depth, size, fn, description)
+        text = description if description is not None else inspect.cleandoc(fn.__doc__ or "")
+        if not text:
+            raise ValueError(f"model {name!r} needs a description (or a docstring)")
+        _REGISTRY[name] = ModelInfo(name, family, depth, size, fn, text)
         return fn
 
     return wrap
