@@ -162,7 +162,7 @@ class FolderDataset(DatasetFolder):
         self.skipped: list[str] = []
         # One walk (loop-safe, see _walk_tree) gives both the classes and the files, in place
         # of torchvision's os.walk(followlinks=True), which never ends on a link loop.
-        self._tree = _walk_tree(folder, class_depth=1)
+        self._tree = _walk_tree(folder, class_depth=1, stat_files=False)
         _warn_skipped_links(folder, self._tree)
         super().__init__(str(folder), loader=load_rgb, transform=transform, allow_empty=True)
         del self._tree  # not needed any more; keeps worker pickles small
