@@ -402,3 +402,14 @@ def test_shortcut_a_odd_size_and_no_padding():
     assert torch.equal(ShortcutA(4, 6, 1)(x)[:, :4], x)
     with pytest.raises(ValueError, match="cannot reduce channels"):
         ShortcutA(8, 4, 1)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_response_norms_are_the_bns_right_after_a_3x3_conv(unit):
+    """Fig. 7 (analysis/responses.py) reads these: a BN whose input is a 3x3 conv's output."""
+    basic, bottle = UNIT_BLOCKS[unit]["basic"](4, 4), UNIT_BLOCKS[unit]["bottleneck"](8, 2)
+    if unit in ("bn_after_add", "full_preact"):  # no unit-wide curve: the last BN is elsewhere
+        assert basic.response_norms() == bottle.response_norms() == []
+    else:
+        assert basic.response_norms() == [basic.bn1, basic.bn2]
+        assert bottle.response_norms() == [bottle.bn2]

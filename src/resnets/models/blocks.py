@@ -72,7 +72,13 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ShortcutA(nn.Module):
-    """Option A: identity with stride subsampling and zero-padded extra channels; no parameters."""
+    """Option A: identity with stride subsampling and zero-padded extra channels; no parameters.
+
+    Note:
+        The paper does not say how option A subsamples. Taking every ``stride``-th pixel is
+        what a stride-``stride`` 1x1 identity (the projection of option B without weights)
+        sees, and what fb.resnet.torch's option A computes (a 1x1 average pool with stride).
+    """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int):
         super().__init__()
@@ -98,6 +104,11 @@ def make_shortcut(in_ch: int, out_ch: int, stride: int, option: str) -> nn.Modul
 
     Option A pads with zeros where dimensions change; B projects (1x1 conv + BN) there; C
     projects in every block. Elsewhere A and B are the identity.
+
+    Note:
+        The paper's text names only the 1x1 conv of a projection; the BN after it is what the
+        authors' released models and torchvision have (and what torchvision's state dicts
+        hold as ``downsample.1``).
     """
     check_options(shortcut=option)
     changes = stride != 1 or in_ch != out_ch
@@ -210,7 +221,7 @@ class Bottleneck(ResidualUnit):
         return [self.bn2]  # the only 3x3 conv
 
 
-def preact_place(preact: str | None, downsample: nn.Module | None) -> str:
+def _default_preact(preact: str | None, downsample: nn.Module | None) -> str:
     """A full pre-activation block's ``preact`` (see the module docstring). By default a lone
     block that changes dimensions activates before the split, as the first unit of a stage
     does in the reference code; `ResNet` always says where."""
@@ -236,7 +247,7 @@ class PreActBasicBlock(ResidualUnit):
                  downsample: nn.Module | None = None, *, residual: bool = True,
                  preact: str | None = None):
         super().__init__(downsample, residual)
-        self.preact = preact_place(preact, downsample)
+        self.preact = _default_preact(preact, downsample)
         self.conv1 = conv3x3(in_ch, width, stride)
         self.bn1 = nn.Identity() if self.preact == "none" else nn.BatchNorm2d(in_ch)
         self.conv2 = conv3x3(width, width * self.expansion)
@@ -269,7 +280,7 @@ class PreActBottleneck(ResidualUnit):
                  downsample: nn.Module | None = None, *, residual: bool = True,
                  stride_in_1x1: bool = True, preact: str | None = None):
         super().__init__(downsample, residual)
-        self.preact = preact_place(preact, downsample)
+        self.preact = _default_preact(preact, downsample)
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_ch, width, s1)
         self.bn1 = nn.Identity() if self.preact == "none" else nn.BatchNorm2d(in_ch)
