@@ -117,9 +117,6 @@ def test_devices_nothing_trains_on(cli, tiny_train_args, tmp_path, device, note)
     assert note in message
 
 
-@pytest.mark.xfail(strict=True, reason="commands/evaluate.py must refuse --workers < 0 "
-                                       "(another engineer's file); today it is ignored for "
-                                       "CIFAR nets and a DataLoader traceback for folders")
 def test_eval_negative_workers(capsys, trained, color_folder, tmp_path):
     code, err = _exit(capsys, ["eval", "--checkpoint", trained / "last.safetensors",
                                "--data", color_folder, "--cache-dir", tmp_path,

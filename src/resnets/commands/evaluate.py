@@ -73,6 +73,10 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
                         f"the default of 500, or lower it to save memory.")
+    if args.workers < 0:
+        # Checked for every data source: CIFAR sets ignore it, folders would fail in DataLoader.
+        raise UserError(f"--workers must be >= 0 (0 decodes in this process), got "
+                        f"{args.workers}.")
     if len(args.checkpoint) > 1 or args.weights is not None:
         return _run_ensemble(args)
     res = evaluate_checkpoint(args.checkpoint[0], data=args.data, split=args.split,

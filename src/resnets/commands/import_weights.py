@@ -58,6 +58,10 @@ def run(args) -> int:
                        if line.strip()]
         except OSError as e:
             raise UserError(f"--classes {args.classes}: cannot read it ({e}).") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"--classes {args.classes} is not UTF-8 text ({e.reason} at byte "
+                            f"{e.start}): save it as UTF-8, one class name per line (e.g. "
+                            f"iconv -f latin1 -t utf-8).") from None
     if args.library == "timm" and args.weights.startswith(TORCHVISION_PREFIX):
         raise UserError("--from timm takes a local file; torchvision:MODEL specs are "
                         "torchvision's weights (leave --from out).")
