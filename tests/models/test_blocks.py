@@ -299,6 +299,8 @@ def test_plain_nets_have_no_shortcut_modules():
     net = create_model("plain20", shortcut="C")
     assert all(b.downsample is None and not b.residual for s in net.stages for b in s)
     # A plain block adds nothing: its output is its branch, then the ReLU of the original unit.
+    with pytest.raises(ValueError, match="plain block"):
+        BasicBlock(4, 8, 2, make_shortcut(4, 8, 2, "B"), residual=False)
     blk = randomize_(BasicBlock(4, 8, 2, residual=False)).eval()
     x = torch.randn(2, 4, 7, 7)
     with torch.no_grad():

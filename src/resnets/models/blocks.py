@@ -129,6 +129,9 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, downsample: nn.Module | None, residual: bool):
         super().__init__()
+        if downsample is not None and not residual:
+            # Its tensors would be trained by nothing and saved in every checkpoint.
+            raise ValueError("a plain block (residual=False) takes no shortcut module")
         # Registered before the convs, as in every checkpoint written so far: optimizer state
         # (momentum) is matched to parameters by position, and this order sets the position.
         self.downsample = downsample
