@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from resnets.data import DeviceLoader, Normalization, channel_stats, per_pixel_mean
-from resnets.data.device_loader import _mix_seed
+from resnets.data.device_loader import mix_seed
 
 N, B, PAD, SEED = 96, 32, 4, 5
 
@@ -36,10 +36,10 @@ def _expected_cuda_batch(epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor
     """Batch i of `epoch` of the CUDA train loader, rebuilt on the CPU from its definition."""
     images, labels = _images()
     norm = Normalization.fit(images)
-    order = torch.randperm(N, generator=torch.Generator().manual_seed(_mix_seed(SEED, epoch)))
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(mix_seed(SEED, epoch)))
     index = order[i * B:(i + 1) * B]
     x = norm.apply(images[index])  # (B, 3, 32, 32) float32, on the CPU
-    g = torch.Generator(device="cuda").manual_seed(_mix_seed(SEED, epoch, i))
+    g = torch.Generator(device="cuda").manual_seed(mix_seed(SEED, epoch, i))
     dy, dx = torch.randint(0, 2 * PAD + 1, (2, B), generator=g, device="cuda").cpu()
     flip = (torch.rand(B, generator=g, device="cuda") < 0.5).cpu()
     padded = F.pad(x, (PAD,) * 4)

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from resnets.data import load_image_set
+from resnets.data.files import MAX_FILE_BYTES, list_files
 from resnets.data.folder import FolderDataset
-from resnets.data.sources import MAX_FILE_BYTES, list_files
 from resnets.errors import DataError
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGALRM") or not hasattr(os, "mkfifo"),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -244,3 +247,54 @@ def test_predict_cli_ensemble_refuses_other_classes_and_bad_weights(r8_checkpoin
     assert main(["predict", "--checkpoint", str(r8_checkpoint), "--checkpoint",
                  str(r8_checkpoint), "--weights", "1,0", image, "--device", "cpu"]) == 2
     assert "finite and positive" in capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int = 60):
+    """Fail the test instead of hanging when the block runs longer than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a read blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_POSIX = pytest.mark.skipif(not hasattr(signal, "SIGALRM") or not hasattr(os, "mkfifo"),
+                            reason="needs POSIX signals, links and FIFOs")
+
+
+@_POSIX
+def test_fifo_input_is_a_named_failure_not_a_hang(r8_checkpoint, image_tree, tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    inside = image_tree / "sub" / "pipe.jpg"  # found by the folder search, then refused
+    os.mkfifo(inside)
+    with _deadline():
+        rc = main(["predict", "--checkpoint", str(r8_checkpoint), str(fifo),
+                   str(image_tree / "a.png"), str(image_tree / "sub"), "--json",
+                   "--device", "cpu"])
+    assert rc == 1
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-2] == "4 images: 2 ok, 2 failed"
+    failed = {f["path"]: f["error"] for f in json.loads(out.strip().splitlines()[-1])["failed"]}
+    assert set(failed) == {str(fifo), str(inside)}
+    assert all(e.startswith("a named pipe (FIFO), not a regular file") for e in failed.values())
+    assert f"{fifo}: error: a named pipe (FIFO), not a regular file" in err
+
+
+@_POSIX
+def test_folder_search_ends_on_a_link_loop(r8_checkpoint, tmp_path):
+    root = tmp_path / "imgs"
+    (root / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "cat" / "1.png")
+    (root / "cat" / "a").symlink_to(".", target_is_directory=True)  # cat/a -> cat
+    with _deadline(), pytest.warns(UserWarning, match="a folder already read"):
+        paths, missing = find_images([root])
+    assert paths == [root / "cat" / "1.png"] and missing == []
+    results = list(Predictor.from_checkpoint(r8_checkpoint).predict(paths))
+    assert [type(r) for r in results] == [Prediction]

@@ -1,6 +1,9 @@
 """CIFAR-10 data: sources that decode any accepted layout once into uint8 tensors, and the
 device-resident loader that batches, normalizes and augments them without worker processes."""
 
+from .cache import default_cache_dir
+from .cifar_release import CIFAR10_CLASSES
+from .decode import IMAGE_EXTENSIONS
 from .device_loader import (
     NORMALIZATION_KINDS,
     DeviceLoader,
@@ -10,15 +13,8 @@ from .device_loader import (
     random_crop,
     random_flip,
 )
-from .sources import (
-    ACCEPTED_LAYOUTS,
-    CIFAR10_CLASSES,
-    IMAGE_EXTENSIONS,
-    ImageSet,
-    default_cache_dir,
-    load_image_set,
-    split_indices,
-)
+from .imageset import ACCEPTED_LAYOUTS, ImageSet, split_indices
+from .sources import load_image_set
 
 __all__ = [
     "ACCEPTED_LAYOUTS",

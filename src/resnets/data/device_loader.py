@@ -22,6 +22,7 @@ __all__ = [
     "DeviceLoader",
     "Normalization",
     "channel_stats",
+    "mix_seed",
     "per_pixel_mean",
     "random_crop",
     "random_flip",
@@ -188,7 +189,7 @@ class Normalization:
         return self._tensors[key]
 
 
-def _mix_seed(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers; hashing keeps e.g. (seed 1, epoch 0) and (seed 0, epoch 1)
     unrelated, which seed + epoch would not."""
     text = "resnets.data:" + ",".join(str(int(p)) for p in parts)
@@ -293,7 +294,7 @@ class DeviceLoader:
         """The image indices of `epoch` in visiting order, int64 on the loader's device."""
         if not self.train:
             return torch.arange(self.num_images, device=self.device)
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         return torch.randperm(self.num_images, generator=generator).to(self.device)
 
     def epoch_batches(self, epoch: int, start: int = 0
@@ -309,7 +310,7 @@ class DeviceLoader:
             x = self.normalization.apply(self.images[index], self.dtype)
             if self.train and (self.pad or self.flip):
                 generator = torch.Generator(device=self.device)
-                generator.manual_seed(_mix_seed(self.seed, epoch, i))
+                generator.manual_seed(mix_seed(self.seed, epoch, i))
                 x = random_crop(x, self.pad, generator)
                 if self.flip:
                     x = random_flip(x, generator)

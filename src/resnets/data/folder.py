@@ -5,7 +5,7 @@ Three parts:
 
 - `FolderDataset`: ``ROOT/<class>/<image>`` or ``ROOT/<split>/<class>/<image>`` through
   torchvision's `DatasetFolder` (file discovery, sorted classes); every file is decoded by the
-  same PIL path as the CIFAR sources (`resnets.data.sources`), so grayscale, CMYK, RGBA,
+  same PIL path as the in-memory sources (`resnets.data.decode`), so grayscale, CMYK, RGBA,
   palette and 16-bit files all become 8-bit RGB. Samples are uint8 ``(3, H, W)`` tensors.
 - `train_transform` / `eval_transform`: the paper's augmentation as torchvision.transforms.v2
   pipelines (scale augmentation, random crop, flip, AlexNet PCA lighting, normalization).
@@ -32,21 +32,13 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
-from .device_loader import _mix_seed
 
-# The decode path of the CIFAR sources, shared so that both read every file the same way:
-# `_decode_image_bytes` opens with PIL restricted to plain image formats and converts any mode
-# to 8-bit RGB with `_to_rgb8`.
-from .sources import (
-    IMAGE_EXTENSIONS,
-    _BadImage,
-    _decode_image_bytes,
-    _is_image_name,
-    _read_file,
-    _walk_order,
-    _walk_tree,
-    _warn_skipped_links,
-)
+# The decode path of the in-memory sources, shared so that both read every file the same way:
+# `decode_image_bytes` opens with PIL restricted to plain image formats and converts any mode
+# to 8-bit RGB with `to_rgb8`.
+from .decode import IMAGE_EXTENSIONS, decode_image_bytes, is_image_name
+from .device_loader import mix_seed
+from .files import UnreadableFile, read_file, walk_order, walk_tree, warn_skipped_links
 
 __all__ = [
     "IMAGENET_EIGVAL",
@@ -99,9 +91,9 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
     try:
         # Only regular files of at most MAX_FILE_BYTES: a FIFO or a device would block or
         # never end.
-        data = _read_file(path)
-        chw = _decode_image_bytes(data, None)
-    except _BadImage as err:
+        data = read_file(path)
+        chw = decode_image_bytes(data, None)
+    except UnreadableFile as err:
         raise DataError(f"Cannot decode the image {path}: {err}. Delete or replace the file, "
                         f"or (`resnets train` only) pass --skip-bad-images (skip_bad_images=True) "
                         f"to leave unreadable files out.") from err
@@ -118,7 +110,7 @@ class FolderDataset(DatasetFolder):
     searched recursively inside each class folder and sorted. Hidden files and folders
     (names starting with ".") are ignored, so macOS ``._x.jpg`` forks never reach the decoder.
     Folder links are followed except those that loop or lead out of their class folder
-    (skipped with a warning; see `resnets.data.sources._walk_tree`).
+    (skipped with a warning; see `resnets.data.files.walk_tree`).
 
     Items are ``(image, label)``: ``image`` is a uint8 ``(3, H, W)`` RGB tensor (see
     `load_rgb`) passed through ``transform`` when one is given; ``label`` an int.
@@ -160,10 +152,10 @@ class FolderDataset(DatasetFolder):
         self.split = split
         self.skip_bad_images = skip_bad_images
         self.skipped: list[str] = []
-        # One walk (loop-safe, see _walk_tree) gives both the classes and the files, in place
+        # One walk (loop-safe, see walk_tree) gives both the classes and the files, in place
         # of torchvision's os.walk(followlinks=True), which never ends on a link loop.
-        self._tree = _walk_tree(folder, class_depth=1, stat_files=False)
-        _warn_skipped_links(folder, self._tree)
+        self._tree = walk_tree(folder, class_depth=1, stat_files=False)
+        warn_skipped_links(folder, self._tree)
         super().__init__(str(folder), loader=load_rgb, transform=transform, allow_empty=True)
         del self._tree  # not needed any more; keeps worker pickles small
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64),
@@ -192,9 +184,9 @@ class FolderDataset(DatasetFolder):
         """``(path, label)`` of every image file in a class folder, in torchvision's order
         (class by class, then folder by folder, then by name)."""
         samples = []
-        for name in sorted(self._tree.files, key=_walk_order):
+        for name in sorted(self._tree.files, key=walk_order):
             cls, sep, _ = name.partition("/")
-            if sep and cls in class_to_idx and _is_image_name(name):
+            if sep and cls in class_to_idx and is_image_name(name):
                 samples.append((os.path.join(directory, *name.split("/")), class_to_idx[cls]))
         return sorted(samples, key=lambda s: s[1])  # stable: keeps the order within a class
 
@@ -430,7 +422,7 @@ class ResumableSampler(Sampler):
         """All ranks' indices of the current epoch, int64, padded when ``pad``."""
         n = self.num_samples
         if self.shuffle:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
@@ -446,7 +438,7 @@ class ResumableSampler(Sampler):
     def sample_seeds(self) -> torch.Tensor:
         """This rank's per-sample augmentation seeds, aligned with `rank_order`."""
         total = self.rank_length * self.world_size if self.pad else self.num_samples
-        generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, 1))
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 1))
         seeds = torch.randint(0, 2**62, (total,), generator=generator)
         return seeds[self.rank::self.world_size]
 
@@ -555,7 +547,7 @@ def make_loader(
         persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
         worker_init_fn=_seed_worker if workers > 0 else None,
-        generator=torch.Generator().manual_seed(_mix_seed(seed, epoch, 2)),
+        generator=torch.Generator().manual_seed(mix_seed(seed, epoch, 2)),
     )
     set_loader_epoch(loader, epoch, start_batch)
     return loader

@@ -2,9 +2,10 @@
 
 An image goes through the same steps as the checkpoint's training or eval data:
 
-1. decode with Pillow (any format it reads, except EPS, which runs Ghostscript) and convert
-   to 8-bit RGB with the data pipeline's own converter (16-bit grey scaled, transparency
-   composited onto black);
+1. read the file through the data layer (`resnets.data.files.read_file`: regular files only,
+   so a FIFO is reported instead of waited on), decode it with Pillow (any format it reads,
+   except EPS, which runs Ghostscript) and convert to 8-bit RGB with the data pipeline's own
+   converter (16-bit grey scaled, transparency composited onto black);
 2. resize: CIFAR checkpoints (no ``preprocessing`` record) resize the whole image to
    ``image_size``, bilinear, as the training data was decoded; imported ImageNet weights
    resize the shorter side to ``preprocessing["resize"]`` and center-crop ``image_size``,
@@ -21,6 +22,7 @@ members' softmax probabilities are averaged (optionally weighted).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +33,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.decode import to_rgb8
 from ..data.device_loader import Normalization
-from ..data.sources import _to_rgb8
+from ..data.files import UnreadableFile, list_files, read_file
 from ..errors import CheckpointError, UserError, printable
 from ..train.checkpoint import load_checkpoint
 
@@ -128,18 +131,16 @@ class Preprocessing:
 
 def find_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Failure]]:
     """Expand files and folders into image paths: folders recursively (hidden entries
-    skipped), sorted, keeping files whose extension Pillow reads; named files as given.
-    Inputs that do not exist are returned as failures."""
+    skipped, folder links followed without looping: `resnets.data.files.list_files`), sorted,
+    keeping files whose extension Pillow reads; named files as given. Inputs that do not
+    exist are returned as failures."""
     extensions = image_extensions()
     found: list[Path] = []
     missing: list[Failure] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            for folder, subfolders, names in os.walk(path, followlinks=True):
-                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-                found += [Path(folder) / n for n in sorted(names)
-                          if not n.startswith(".") and Path(n).suffix.lower() in extensions]
+            found += [file for file in list_files(path) if file.suffix.lower() in extensions]
         elif path.exists():
             found.append(path)
         else:
@@ -182,6 +183,9 @@ class _BatchedPredictor:
         for path in paths:
             try:
                 items.append(self._load(path))
+            except UnreadableFile as e:  # not a regular file, too large: the reason says it
+                results.append(Failure(str(path), str(e)))
+                continue
             except Exception as e:  # Pillow raises many exception types on bad input
                 results.append(Failure(str(path), f"{type(e).__name__}: {e}"))
                 continue
@@ -232,12 +236,8 @@ class Predictor(_BatchedPredictor):
         return cls(model, meta, torch.device(device), batch_size)
 
     def load_image(self, path: str | os.PathLike) -> torch.Tensor:
-        """Decode and resize one file to a uint8 (3, H, W) tensor; raises on unreadable
-        files (OSError, Pillow's errors, DecompressionBombError, ...)."""
-        with Image.open(path, formats=self._formats) as img:
-            img.load()
-            rgb = img if img.mode == "RGB" else _to_rgb8(img)
-            return torch.from_numpy(self.preprocessing(rgb))
+        """Decode and resize one file to a uint8 (3, H, W) tensor; raises as `decode`."""
+        return torch.from_numpy(self.preprocessing(self.decode(path)))
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -253,11 +253,25 @@ class Predictor(_BatchedPredictor):
         return self.probabilities(torch.stack(items)), None
 
     def decode(self, path: str | os.PathLike) -> Image.Image:
-        """Decode one file to an RGB PIL image (before resizing); raises as `load_image`."""
-        with Image.open(path, formats=self._formats) as img:
+        """Decode one file to an RGB PIL image (before resizing).
+
+        Raises:
+            UnreadableFile: not a regular file (a FIFO, a device), or over
+                `resnets.data.files.MAX_FILE_BYTES`; checked before any byte is read.
+            Exception: Pillow's errors on files it cannot decode (OSError,
+                DecompressionBombError, ...).
+        """
+        data = read_file(path)
+        try:
+            img = Image.open(io.BytesIO(data), formats=self._formats)
+        except Image.UnidentifiedImageError:
+            # Pillow would name the in-memory buffer; name the file as it does for paths.
+            raise Image.UnidentifiedImageError(
+                f"cannot identify image file {os.fspath(path)!r}") from None
+        with img:
             img.load()
-            # A copy: a closed file's image can no longer be read.
-            return img.copy() if img.mode == "RGB" else _to_rgb8(img)
+            # A copy: a closed image can no longer be read.
+            return img.copy() if img.mode == "RGB" else to_rgb8(img)
 
 
 @dataclass
