@@ -31,11 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import cpu_model
+from .device import cpu_model, device_name, resolve_device
 from .errors import UserError
 from .models import count_macs, create_model, model_info
 from .train.checkpoint import versions
-from .train.loop import device_name, resolve_device
 from .train.precision import choose as choose_precision
 from .train.precision import native_bf16
 

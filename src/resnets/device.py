@@ -1,8 +1,34 @@
-"""What machine this is: names for logs, configs and benchmark records."""
+"""What machine this is: the torch device a ``--device`` option names, and names for logs,
+configs and benchmark records."""
 
 from __future__ import annotations
 
+import os
 import platform
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``--device NAME`` asks for (auto: CUDA when there is one, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for but no CUDA device is available "
+                        f"(torch {torch.__version__}). Use --device cpu or --device auto.")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with its cores and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def cpu_model() -> str:

@@ -9,14 +9,9 @@ import signal
 import pytest
 import torch
 
-from resnets.train.checkpoint import (
-    LAST,
-    PREVIOUS,
-    find_resume_checkpoint,
-    read_checkpoint,
-    temp_name,
-)
+from resnets.train.checkpoint import LAST, PREVIOUS, read_checkpoint, temp_name
 from resnets.train.loop import Trainer
+from resnets.train.rundir import find_resume_checkpoint
 
 # The child trains towards ITERATIONS, saving at 10 on the way, and hangs inside the save at
 # STALL_AT at the chosen point, so that the parent can kill it there.

@@ -17,15 +17,13 @@ from resnets.train.checkpoint import (
     BEST,
     LAST,
     PREVIOUS,
-    find_resume_checkpoint,
     load_checkpoint,
     read_checkpoint,
-    remove_stale_temporaries,
-    rotate_and_save,
     save_checkpoint,
     temp_name,
 )
 from resnets.train.loop import Trainer
+from resnets.train.rundir import find_resume_checkpoint, remove_stale_temporaries, rotate_and_save
 
 
 def _files(run) -> dict[str, bytes]:

@@ -10,14 +10,13 @@ from resnets.errors import CheckpointError
 from resnets.train.checkpoint import (
     LAST,
     PREVIOUS,
-    find_resume_checkpoint,
     load_checkpoint,
     load_torch_weights,
     read_checkpoint,
     restore_rng,
-    rotate_and_save,
     save_checkpoint,
 )
+from resnets.train.rundir import find_resume_checkpoint, rotate_and_save
 
 META = {"model": "resnet8", "model_kwargs": {"num_classes": 10}, "classes": list("abcdefghij"),
         "iteration": 7, "config": {"seed": 0}, "metrics": {"train": {}, "val": {}},

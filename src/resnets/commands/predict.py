@@ -37,9 +37,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..device import resolve_device
     from ..errors import UserError, printable
     from ..serve.predict import EnsemblePredictor, Failure, Predictor, find_images
-    from ..train.loop import resolve_device
 
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1, got {args.topk}.")

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ..data import DeviceLoader, Normalization
+from ..device import resolve_device
 from ..errors import DataError, UserError
 from ..train.checkpoint import load_checkpoint, read_checkpoint
-from ..train.loop import resolve_device
 from .evaluate import evaluate
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .run import _evaluate_folder, checkpoint_split

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..data import DeviceLoader, Normalization, load_image_set, split_indices
+from ..device import resolve_device
 from ..errors import DataError
 from ..train.checkpoint import load_checkpoint
-from ..train.loop import resolve_device
 from .evaluate import evaluate
 
 

@@ -248,3 +248,29 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
         scale = values["iterations"] / base_iterations
         values["milestones"] = [round(m * scale) for m in base_milestones]
     return TrainConfig.from_dict(values)
+
+
+# Options that may change between a run and its resumption; anything else must match.
+RESUMABLE_CHANGES = {"iterations", "milestones", "log_every", "eval_every", "save_every",
+                     "device", "compile", "max_nonfinite", "cache_dir", "data", "recipe"}
+
+
+def merge_resumed_config(stored: dict[str, Any], cfg: TrainConfig,
+                         explicit: set[str] | None = None) -> TrainConfig:
+    """The config a resumed run continues with: the checkpoint's (``stored``), with the
+    `RESUMABLE_CHANGES` the user gave in ``cfg``. ``explicit``: the option names the user gave
+    (None: every field of ``cfg``); one of them that differs and may not change is refused."""
+    current = cfg.to_dict()
+    given = set(current) if explicit is None else set(explicit)
+    differ = sorted(k for k in stored if k not in RESUMABLE_CHANGES and k in given
+                    and stored[k] != current.get(k))
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {stored[k]!r}, now {current.get(k)!r}"
+                            for k in differ)
+        raise UserError(f"cannot resume: these options differ from the checkpoint's run "
+                        f"({details}). Use the original options, or a new --out "
+                        f"directory for a new run.")
+    merged = {**stored, **{k: current[k] for k in RESUMABLE_CHANGES if k in given}}
+    if "iterations" in given and "milestones" not in given:
+        merged["milestones"] = stored["milestones"]  # extending a run keeps its schedule
+    return TrainConfig.from_dict(merged)

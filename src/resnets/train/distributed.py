@@ -63,8 +63,3 @@ def broadcast_object(obj, env: DistEnv):
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
-
-
-def shutdown(env: DistEnv) -> None:
-    if env.enabled and dist.is_initialized():
-        dist.destroy_process_group()

@@ -1,58 +1,48 @@
 """The training loop: one code path for CPU and GPU, one process or many (DDP).
 
 Exact resume by construction: every batch is a pure function of (seed, epoch, index) (see
-`resnets.train.data`), so the data state is just the iteration counter; the model,
-optimizer, schedule state, metric accumulators and RNGs live in the checkpoint.
+`resnets.train.data`), so the data state is just the iteration counter; the model, optimizer,
+schedule, train state, metric window and RNGs live in the checkpoint.
+
+A `Trainer` is built in the order a run needs its parts (run directory and resumed
+checkpoint, config, device and precision, data, model, optimizer, then the small stateful
+parts: `LRSchedule`, `TrainState`, `MetricWindow`, `NonFiniteGuard`); `fit` then runs
+`train_step` until the schedule ends, logging, validating and saving on the way.
 """
 
 from __future__ import annotations
 
 import errno
-import json
-import math
 import os
-import random
-import shutil
 import signal
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import cpu_model
-from ..errors import CheckpointError, UserError, printable
+from ..device import device_name
+from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
-from ..models import create_model, model_info
-from ..serve.weights import load_state_dict_for_model, read_state_dict
-from .checkpoint import (
-    BEST,
-    LAST,
-    PREVIOUS,
-    Checkpoint,
-    check_finite,
-    find_resume_checkpoint,
-    parse_temp_name,
-    promote_to_last,
-    read_checkpoint,
-    remove_stale_temporaries,
-    restore_rng,
-    rotate_and_save,
-    save_checkpoint,
+from ..models import model_info
+from .build import (
+    build_model,
+    freeze,
+    place,
+    run_device,
+    run_precision,
+    seed_everything,
+    train_mode,
 )
-from .config import TrainConfig
+from .checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
+from .config import TrainConfig, merge_resumed_config
 from .data import build_train_data
-from .distributed import DistEnv, all_reduce_, barrier, broadcast_object, init_distributed
-from .precision import choose as choose_precision
-from .precision import native_bf16
-from .schedule import lr_at, warmup_should_end
-
-# Options that may change between a run and its resumption; anything else must match.
-RESUMABLE_CHANGES = {"iterations", "milestones", "log_every", "eval_every", "save_every",
-                     "device", "compile", "max_nonfinite", "cache_dir", "data", "recipe"}
+from .distributed import barrier, broadcast_object, init_distributed
+from .progress import RunLogger
+from .rundir import RunLock, open_run, rotate_and_save, truncate_metrics
+from .schedule import LRSchedule
+from .state import MetricWindow, NonFiniteGuard, NonFiniteLoss, TrainState
 
 
 class TrainingStopped(Exception):
@@ -63,10 +53,6 @@ class TrainingStopped(Exception):
         self.exit_code = exit_code
 
 
-class NonFiniteLoss(UserError):
-    """Too many non-finite losses in a row; the last good state was saved."""
-
-
 @dataclass
 class RunResult:
     iteration: int
@@ -75,107 +61,10 @@ class RunResult:
     final: dict  # last train / val metrics
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} was asked for but no CUDA device is available "
-                        f"(torch {torch.__version__}). Use --device cpu or --device auto.")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
-
-
-def _probe_size(cfg: TrainConfig) -> tuple[int, int, int]:
-    """The training input size: the family's, or the folder pipeline's crop."""
-    c, h, w = model_info(cfg.model).input_size
-    return (c, cfg.crop_size, cfg.crop_size) if h != 32 else (c, h, w)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# What a run writes into its directory: `--overwrite` deletes these (and nothing else).
-RUN_FILES = (LAST, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png", "tensorboard")
-LOCK = ".lock"
-
-
-class RunLock:
-    """An exclusive lock on a run directory (``flock`` on ``OUT/.lock``), so that two trainers
-    never write into one run. The kernel drops it when the holder exits or is killed, so a
-    stale lock file never blocks; the file records the holder's PID for the error message."""
-
-    def __init__(self, out: Path):
-        import fcntl
-
-        path = out / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(f"--out {out} is in use: another training process (PID {holder}) "
-                            f"holds its lock {path}. Two runs in one directory would overwrite "
-                            f"each other's checkpoints; wait for that process to end (or stop "
-                            f"it), or choose another --out.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        # Closing the descriptor releases the lock: on release(), or when this object is
-        # collected (a Trainer that is dropped without fit()).
-        self._finalizer = weakref.finalize(self, os.close, fd)
-
-    def release(self) -> None:
-        self._finalizer()
-
-
-def prepare_out_dir(out: Path, *, resume: str | None = None, overwrite: bool = False) -> RunLock:
-    """Create ``out``, lock it, and make sure a new run destroys no earlier one: a directory
-    that holds files is refused unless the run resumes or ``overwrite`` clears the run's files.
-    Returns the lock (held until released)."""
-    try:
-        str(out).encode("utf-8")  # TensorBoard and the JSON records write the path as UTF-8
-    except UnicodeEncodeError:
-        raise UserError(f"--out {printable(out)} is not a UTF-8 path (a byte shown as \\xNN "
-                        f"is not UTF-8 text): rename the folder or choose another --out, e.g. "
-                        f"--out runs/my-run.") from None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out)
-    except OSError as e:
-        raise UserError(f"cannot write to --out {out} ({e.strerror}). Choose a directory you "
-                        f"can write to, e.g. --out runs/my-run.") from None
-    try:
-        if resume is None:
-            entries = sorted(p.name for p in out.iterdir()
-                             if p.name != LOCK and parse_temp_name(p.name) is None)
-            if entries and not overwrite:
-                raise UserError(
-                    f"--out {out} already holds files ({', '.join(entries[:6])}"
-                    f"{', ...' if len(entries) > 6 else ''}); a new run would overwrite them. "
-                    f"Continue that run with --resume auto, replace it with --overwrite "
-                    f"(deletes its checkpoints and metrics), or choose another --out.")
-            if overwrite:
-                for name in RUN_FILES:
-                    path = out / name
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-                remove_stale_temporaries(out)
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
 class Trainer:
     """Train ``cfg.model`` on ``cfg.data`` into ``out_dir``.
 
+    ``resume``: None (a new run), "auto" (the newest checkpoint in ``out_dir``) or a path.
     ``explicit``: the option names the user gave (the CLI passes them). On resume, only those
     may change what the checkpoint's run used; None means every field of ``cfg`` counts.
     """
@@ -185,7 +74,7 @@ class Trainer:
                  explicit: set[str] | None = None):
         self._lock: RunLock | None = None
         try:
-            self._setup(cfg, out_dir, resume, overwrite, quiet, explicit)
+            self._setup(cfg, Path(out_dir), resume, overwrite, quiet, explicit)
         except BaseException:
             self.close()  # a refused or failed start leaves the directory unlocked
             raise
@@ -196,109 +85,62 @@ class Trainer:
             self._lock.release()
             self._lock = None
 
-    def _setup(self, cfg, out_dir, resume, overwrite, quiet, explicit) -> None:
-        if resume is not None and overwrite:
-            raise UserError("--resume and --overwrite exclude each other: --resume continues "
-                            "the run in --out, --overwrite deletes it. Give one of them.")
-        self.dist: DistEnv = init_distributed(cfg.device)
-        self.out = Path(out_dir)
-        # Rank 0 alone locks the directory and picks the checkpoint (it may finish a rotation
-        # a killed writer left); the other ranks then read the same file.
-        ckpt, failure, resume_path = None, None, None
-        if self.dist.is_main:
-            try:
-                self._lock = prepare_out_dir(self.out, resume=resume, overwrite=overwrite)
-                ckpt = self._find_resume(resume)
-                remove_stale_temporaries(self.out)
-                if resume == "auto" and ckpt is None:
-                    self._truncate_metrics(0)  # killed before its first save: start it over
-                resume_path = self.resumed_from
-            except UserError as e:
-                failure = e
-        message = broadcast_object(None if failure is None else str(failure), self.dist)
-        if failure is not None:
-            raise failure
-        if message is not None:
-            raise UserError(message)
-        if not self.dist.is_main:
-            self.resumed_from = broadcast_object(resume_path, self.dist)
-            ckpt = read_checkpoint(self.resumed_from) if self.resumed_from else None
-        else:
-            broadcast_object(resume_path, self.dist)
+    def _setup(self, cfg: TrainConfig, out: Path, resume: str | None, overwrite: bool,
+               quiet: bool, explicit: set[str] | None) -> None:
+        self.dist = init_distributed(cfg.device)
+        self.out = out
+        self._lock, ckpt, self.resumed_from = open_run(out, self.dist, resume=resume,
+                                                       overwrite=overwrite)
         if ckpt is not None:
-            cfg = self._merge_resumed_config(ckpt.meta["config"], cfg, explicit)
+            cfg = merge_resumed_config(ckpt.meta["config"], cfg, explicit)
         self.cfg = cfg
         self.quiet = quiet or not self.dist.is_main
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
-        if cfg.sync_bn and self.device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
-                            "kernel); drop --sync-bn for CPU / gloo runs.")
-        if cfg.precision == "auto":  # measured per machine and model; rank 0 decides for all
-            choice = choose_precision(self.device, cfg.model, cfg.model_kwargs,
-                                      cfg.batch_size // self.dist.world_size,
-                                      _probe_size(cfg)) if self.dist.is_main else None
-            choice = broadcast_object(choice, self.dist)
-            bf16, layout, self.precision_choice = (choice.bf16, choice.channels_last,
-                                                   choice.reason)
-        else:
-            bf16, layout = cfg.precision == "bf16", native_bf16(self.device)
-            self.precision_choice = f"--precision {cfg.precision}"
-        self.amp_dtype = torch.bfloat16 if bf16 else None
-        self.channels_last = layout if cfg.channels_last is None else cfg.channels_last
+
+        self.device = run_device(cfg, self.dist)
+        precision = run_precision(cfg, self.device, self.dist)
+        self.amp_dtype, self.channels_last = precision.amp_dtype, precision.channels_last
+        self.precision_choice = precision.reason
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
         model_info(cfg.model)  # unknown names fail here, before data loading
+
         self.data = build_train_data(cfg, self.device, self.channels_last, self.dist)
-        self.classes = self.data.classes
-        self.normalization = self.data.normalization
         if cfg.num_classes is not None and cfg.num_classes != len(self.classes):
             raise UserError(f"--num-classes {cfg.num_classes} does not match the "
                             f"{len(self.classes)} class folders of {self.data.source} "
                             f"({', '.join(self.classes[:10])}...). Drop --num-classes, or fix "
                             f"the data.")
-        try:
-            self.model = create_model(cfg.model, num_classes=len(self.classes),
-                                      **cfg.model_kwargs)
-        except (TypeError, ValueError) as e:  # bad model_kwargs from the flags or the recipe
-            raise UserError(f"cannot build {cfg.model} with {cfg.model_kwargs}: {e}. Fix "
-                            f"--shortcut / --unit or the recipe's model_kwargs.") from None
-        if cfg.init and ckpt is None:
-            self._load_init(cfg.init)
-        self._freeze(cfg.freeze)
-        if cfg.sync_bn and self.dist.enabled:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        # The wrappers (DDP, compile) are used for steps only; checkpoints see self.model.
-        self.step_model = self.model
-        if self.dist.enabled:
-            self.step_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
-        if cfg.compile:
-            self.step_model = torch.compile(self.step_model)
+
+        model = build_model(cfg, len(self.classes), load_init=ckpt is None)
+        self.frozen = freeze(model, cfg.freeze)
+        # The wrappers (DDP, compile) run the steps only; checkpoints see self.model.
+        self.model, self.step_model = place(model, cfg, self.dist, self.device,
+                                            self.channels_last)
         self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad],
                                          lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
-        self.buffers = list(self.model.buffers())
-        self.buffer_backup = [b.clone() for b in self.buffers]
-        self.iteration = 0
-        self.in_warmup = cfg.warmup_lr is not None
-        self.plateau = {"drops": 0, "best": None, "bad": 0}  # the plateau schedule's state
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
-        self.best_val_error = math.inf
-        self.elapsed = 0.0
-        self.last_train: dict = {}
-        self.last_val: dict = {}
-        self._reset_window()
+
+        self.schedule = LRSchedule.from_config(cfg)
+        self.state = TrainState()
+        self.window = MetricWindow(self.device, self.dist)
+        self.guard = NonFiniteGuard(self.model, self.dist, cfg.max_nonfinite)
         if ckpt is not None:
             self._restore(ckpt)
         self._stop_signal: int | None = None
+
+    # ---------------------------------------------------------------- what it is
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    @property
+    def nonfinite_total(self) -> int:
+        return self.guard.total
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
 
     @property
     def skipped_images(self) -> list[str]:
@@ -316,101 +158,54 @@ class Trainer:
     def num_val(self) -> int:
         return self.data.num_val
 
-    def _load_init(self, spec: str) -> None:
-        """Start from other weights (fine-tuning): a head of another size is re-initialised."""
-        load_state_dict_for_model(self.model, read_state_dict(spec), len(self.classes))
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.schedule.lr(self.iteration)
 
-    def _freeze(self, parts: tuple[str, ...]) -> None:
-        """Keep the named parts fixed: no gradients, and their BN statistics in eval mode."""
-        known = {"stem": ["conv1", "bn1"], **{n: [n] for n in self.model.stage_names}}
-        unknown = [p for p in parts if p not in known]
-        if unknown:
-            raise UserError(f"--freeze {','.join(unknown)}: unknown part; choose from "
-                            f"{', '.join(known)}.")
-        self.frozen = [getattr(self.model, name) for p in parts for name in known[p]]
-        for module in self.frozen:
-            module.requires_grad_(False)
-
-    def _train_mode(self) -> None:
-        self.model.train()
-        for module in getattr(self, "frozen", []):
-            module.eval()
-
-    # ----------------------------------------------------------------------- setup
-    def _find_resume(self, resume: str | None) -> Checkpoint | None:
-        self.resumed_from: Path | None = None
-        if resume is None:
-            return None
-        if resume == "auto":
-            found = find_resume_checkpoint(self.out)  # raises when every checkpoint is damaged
-            if found is None:
-                return None  # the run never saved: start it
-            ckpt, path = found
-            if path.name != LAST:
-                # The newest is previous (last is damaged) or the complete temporary file of
-                # a writer killed mid-rotation: make it `last` before training on.
-                last = promote_to_last(self.out, path)
-                path = path if path.name == PREVIOUS else last
-        else:
-            path = Path(resume)
-            ckpt = read_checkpoint(path)
-            if ckpt.optimizer_state is None:
-                raise UserError(f"{path} holds weights only (no optimizer state), so it cannot "
-                                f"be resumed. Resume from last.safetensors of the run.")
-        self.resumed_from = path
-        return ckpt
-
-    @staticmethod
-    def _merge_resumed_config(stored: dict, cfg: TrainConfig,
-                              explicit: set[str] | None = None) -> TrainConfig:
-        current = cfg.to_dict()
-        given = set(current) if explicit is None else set(explicit)
-        differ = sorted(k for k in stored if k not in RESUMABLE_CHANGES and k in given
-                        and stored[k] != current.get(k))
-        if differ:
-            details = "; ".join(f"{k}: checkpoint {stored[k]!r}, now {current.get(k)!r}"
-                                for k in differ)
-            raise UserError(f"cannot resume: these options differ from the checkpoint's run "
-                            f"({details}). Use the original options, or a new --out "
-                            f"directory for a new run.")
-        merged = {**stored, **{k: current[k] for k in RESUMABLE_CHANGES if k in given}}
-        if "iterations" in given and "milestones" not in given:
-            merged["milestones"] = stored["milestones"]  # extending a run keeps its schedule
-        return TrainConfig.from_dict(merged)
-
-    def _reset_window(self) -> None:
-        def zero(dtype):
-            return torch.zeros((), dtype=dtype, device=self.device)
-
-        self.window = {"loss": zero(torch.float64), "wrong": zero(torch.int64),
-                       "seen": zero(torch.int64), "steps": zero(torch.int64)}
-        self.window_start = time.perf_counter()
-        self.window_images = 0
+    def describe(self) -> dict:
+        """What runs where, for config.json and the log."""
+        cfg = self.cfg
+        return {
+            "model": cfg.model,
+            "device": device_name(self.device),
+            "precision": "bf16" if self.amp_dtype is not None else "fp32",
+            "precision_choice": self.precision_choice,
+            "channels_last": self.channels_last,
+            "train_images": self.num_train,
+            "val_images": self.num_val,
+            "steps_per_epoch": self.data.steps_per_epoch,
+            "pipeline": type(self.data).__name__,
+            "world_size": self.dist.world_size,
+            "global_batch": cfg.batch_size,
+            "per_rank_batch": cfg.batch_size // self.dist.world_size,
+            "lr_for_global_batch": cfg.lr,
+            "frozen": list(cfg.freeze),
+            "init": cfg.init,
+            "data_source": self.data_source,
+            "skipped_images": len(self.skipped_images),
+            "skipped_files": self.skipped_images,
+            "classes": self.classes,
+            "normalization": self.data.normalization.kind,
+        }
 
     # ------------------------------------------------------------- checkpointing
     def _meta(self) -> dict:
+        """The checkpoint record: what the model is, and where the run is."""
+        state = self.state.record(self.schedule, self.guard)
         return {
             "kind": "training",
             "model": self.cfg.model,
             "model_kwargs": {**self.cfg.model_kwargs, "num_classes": len(self.classes)},
             "classes": self.classes,
-            "normalization": self.normalization.to_dict(),
+            "normalization": self.data.normalization.to_dict(),
             "image_size": self.data.image_size,
             **({"preprocessing": self.data.preprocessing} if self.data.preprocessing else {}),
             "config": self.cfg.to_dict(),
-            "iteration": self.iteration,
-            "metrics": {"train": self.last_train, "val": self.last_val},
+            "iteration": state["iteration"],
+            "metrics": state["metrics"],
             "device": device_name(self.device),
             "data_source": self.data_source,
-            "train_state": {
-                "in_warmup": self.in_warmup,
-                "plateau": self.plateau,
-                "nonfinite_in_row": self.nonfinite_in_row,
-                "nonfinite_total": self.nonfinite_total,
-                "best_val_error": None if math.isinf(self.best_val_error)
-                else self.best_val_error,
-                "elapsed_s": self.elapsed,
-            },
+            "train_state": state["train_state"],
         }
 
     def save(self) -> Path | None:
@@ -423,7 +218,7 @@ class Trainer:
                          meta={"iteration": self.iteration})
         if self.dist.is_main:
             path = rotate_and_save(self.out, model=self.model, meta=self._meta(),
-                                   optimizer=self.optimizer, extra=self.window,
+                                   optimizer=self.optimizer, extra=self.window.state_dict(),
                                    include_rng=True)
         barrier(self.dist)
         return path
@@ -444,42 +239,14 @@ class Trainer:
                 f"cannot resume from {self.resumed_from}: its optimizer state does not fit the "
                 f"model's trainable parameters ({e}). Resume with the run's original options "
                 f"(--freeze), or start a new run in another --out directory.") from None
-        st = ckpt.meta["train_state"]
-        self.iteration = ckpt.iteration
-        self.in_warmup = st["in_warmup"]
-        self.plateau = st.get("plateau", self.plateau)
-        self.nonfinite_in_row = st["nonfinite_in_row"]
-        self.nonfinite_total = st["nonfinite_total"]
-        self.best_val_error = st["best_val_error"] if st["best_val_error"] is not None \
-            else math.inf
-        self.elapsed = st["elapsed_s"]
-        self.last_train = ckpt.meta["metrics"]["train"]
-        self.last_val = ckpt.meta["metrics"]["val"]
-        self.window = {k: v.to(self.device) for k, v in ckpt.extra.items()}
+        self.state.load_record(ckpt.meta, self.schedule, self.guard)
+        self.window.load_state_dict(ckpt.extra)
         if ckpt.rng is not None:
             restore_rng(ckpt.rng)
         if self.dist.is_main:
-            self._truncate_metrics(self.iteration)
+            truncate_metrics(self.out, self.iteration)
 
-    def _truncate_metrics(self, iteration: int) -> None:
-        """Drop log lines written after the checkpoint: the resumed run writes them again."""
-        from ..analysis.curves import read_metrics
-
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = [row for row in read_metrics(self.out) if row["iteration"] <= iteration]
-        path.write_text("".join(json.dumps(row) + "\n" for row in keep))
-
-    # ------------------------------------------------------------------- the loop
-    def lr(self) -> float:
-        c = self.cfg
-        if c.schedule == "plateau":
-            base = c.lr * c.gamma ** self.plateau["drops"]
-            return c.warmup_lr if self.in_warmup and c.warmup_lr is not None else base
-        return lr_at(self.iteration, lr=c.lr, milestones=c.milestones, gamma=c.gamma,
-                     warmup_lr=c.warmup_lr, in_warmup=self.in_warmup)
-
+    # ------------------------------------------------------------------ one step
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch (a seam for tests that inject faults)."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -489,118 +256,69 @@ class Trainer:
         return F.cross_entropy(logits, y), logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One SGD step on one batch, or none where the loss is not finite on some rank."""
         lr = self.lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        # BN running statistics change in the forward pass; keep a copy to undo a bad step.
-        torch._foreach_copy_(self.buffer_backup, self.buffers)
+        self.guard.keep_buffers()
         loss, logits = self.compute_loss(x, y)
-        # One scalar sync per step buys the guarantee that a NaN never reaches the weights;
-        # under DDP the ranks agree on it (and on a pending stop signal) in the same message.
-        flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
-                             torch.tensor(float(self._stop_signal is not None),
-                                          device=loss.device)])
-        flags = all_reduce_(flags, self.dist).tolist()
-        if flags[1] and self._stop_signal is None:
+        nonfinite, stop = self.guard.check(loss, stop_requested=self._stop_signal is not None)
+        if stop and self._stop_signal is None:
             self._stop_signal = signal.SIGTERM  # another rank was told to stop
-        if flags[0]:
-            torch._foreach_copy_(self.buffers, self.buffer_backup)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_in_row += 1
-            self.nonfinite_total += 1
-            self.iteration += 1
-            if self.nonfinite_in_row >= self.cfg.max_nonfinite:
-                raise NonFiniteLoss(
-                    f"the loss was non-finite for {self.nonfinite_in_row} steps in a row (up to "
-                    f"iteration {self.iteration}); those steps were skipped and the last good "
-                    f"weights saved in {self.out / 'last.safetensors'}. Lower --lr, add a "
-                    f"warm-up (--warmup-lr), or check the data for corrupt images.")
-            return
-        self.nonfinite_in_row = 0
         self.optimizer.zero_grad(set_to_none=True)
+        self.state.iteration += 1
+        if nonfinite:
+            self.guard.skip(self.iteration, self.out / LAST)
+            return
+        self.guard.passed()
         loss.backward()
         self.optimizer.step()
-        w = self.window
-        w["loss"] += loss.detach().double() * y.numel()
-        w["wrong"] += (logits.detach().argmax(1) != y).sum()
-        w["seen"] += y.numel()
-        w["steps"] += 1
-        self.window_images += y.numel()
-        self.iteration += 1
+        self.window.add(loss, logits, y)
 
+    # ---------------------------------------------------- what happens between steps
     def log_window(self) -> dict:
-        names = sorted(self.window)  # one collective for all counters, same order on all ranks
-        summed = all_reduce_(torch.stack([self.window[k].double() for k in names]), self.dist)
-        totals = dict(zip(names, summed, strict=True))
-        seen = int(totals["seen"].item())  # the host sync that logging needs
-        now = time.perf_counter()
-        dt = now - self.window_start
-        row = {
-            "kind": "train",
-            "iteration": self.iteration,
-            "epoch": self.iteration / self.data.steps_per_epoch,
-            "lr": self.lr(),
-            "train_loss": totals["loss"].item() / seen if seen else float("nan"),
-            "train_error": totals["wrong"].item() / seen if seen else float("nan"),
-            "img_per_s": self.window_images * self.dist.world_size / dt if dt > 0 else 0.0,
-            "elapsed_s": self.elapsed,
-            "nonfinite_total": self.nonfinite_total,
-        }
-        if self.in_warmup and seen and warmup_should_end(
-                self.iteration, row["train_error"], until_error=self.cfg.warmup_until_error,
-                max_iterations=self.cfg.warmup_max_iterations):
-            self.in_warmup = False
+        """The metrics.jsonl row of the training window that ends now."""
+        stats, seen = self.window.summarize()
+        row = {"kind": "train", "iteration": self.iteration,
+               "epoch": self.iteration / self.data.steps_per_epoch, "lr": self.lr(), **stats,
+               "elapsed_s": self.state.elapsed_s, "nonfinite_total": self.guard.total}
+        if seen and self.schedule.observe_train_error(self.iteration, row["train_error"]):
             row["warmup_ended"] = True
-        self.last_train = row
-        self._reset_window()
+        self.state.last_train = row
         return row
 
     def validate(self) -> dict | None:
-        """Rank 0 measures the validation split; every rank receives the result."""
+        """Rank 0 measures the validation split; every rank receives the result. A new best
+        error writes ``best`` (weights only)."""
         row = None
         batches = self.data.val_batches()
         if batches is not None:
             res = evaluate(self.model, batches, len(self.classes), autocast_dtype=self.amp_dtype)
             row = {"kind": "val", "iteration": self.iteration, "val_loss": res["loss"],
                    "val_error": res["top1_error"], "val_top5_error": res["top5_error"],
-                   "elapsed_s": self.elapsed}
+                   "elapsed_s": self.state.elapsed_s}
         row = broadcast_object(row, self.dist)
         if row is None:
             return None
-        self.last_val = row
-        self._plateau_step(row["val_error"])
-        if row["val_error"] < self.best_val_error:
-            self.best_val_error = row["val_error"]
+        self.state.last_val = row
+        self.schedule.observe_val_error(row["val_error"])
+        if row["val_error"] < self.state.best_val_error:
+            self.state.best_val_error = row["val_error"]
             if self.dist.is_main:
                 save_checkpoint(self.out / BEST, model=self.model,
                                 meta={**self._meta(), "kind": "weights"})
         return row
 
-    def _plateau_step(self, val_error: float) -> None:
-        """Plateau schedule: divide lr by 1/gamma after ``plateau_patience`` evaluations
-        without an improvement larger than ``plateau_threshold``."""
-        p, c = self.plateau, self.cfg
-        if c.schedule != "plateau":
-            return
-        if p["best"] is None or val_error < p["best"] - c.plateau_threshold:
-            p["best"], p["bad"] = val_error, 0
-        else:
-            p["bad"] += 1
-            if p["bad"] >= c.plateau_patience:
-                p["drops"], p["bad"] = p["drops"] + 1, 0
-
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         self._stop_signal = signum
 
+    # ------------------------------------------------------------------- the run
     def fit(self) -> RunResult:
         """Run to ``cfg.iterations`` (or until a signal); returns how it ended."""
-        from .progress import RunLogger
-
-        cfg = self.cfg
         if self._lock is None and self.dist.is_main:  # fit() again after it released the lock
             self._lock = RunLock(self.out)
         try:
-            logger = RunLogger(self.out, cfg, start=self.iteration, quiet=self.quiet,
+            logger = RunLogger(self.out, self.cfg, start=self.iteration, quiet=self.quiet,
                                describe=self.describe(), enabled=self.dist.is_main)
         except BaseException:
             self.close()
@@ -613,33 +331,8 @@ class Trainer:
             logger.message(f"skipped {len(self.skipped_images)} unreadable image file(s) "
                            f"(--skip-bad-images), e.g. {self.skipped_images[0]}; all are "
                            f"listed in {self.out / 'config.json'}")
-        self.window_start, self.window_images = time.perf_counter(), 0
-        self._train_mode()
         try:
-            while self.iteration < cfg.iterations:
-                epoch, start = divmod(self.iteration, self.data.steps_per_epoch)
-                for x, y in self.data.train_batches(epoch, start):
-                    t0 = time.perf_counter()
-                    self.train_step(x, y)
-                    self.elapsed += time.perf_counter() - t0
-                    it = self.iteration
-                    done = it >= cfg.iterations
-                    if it % cfg.log_every == 0 or done:
-                        logger.log(self.log_window())
-                    if it % cfg.eval_every == 0 or done:
-                        row = self.validate()
-                        self._train_mode()
-                        if row:
-                            logger.log(row)
-                    if it % cfg.save_every == 0 or done:
-                        self.save()
-                    logger.advance(it, self.last_train, self.last_val)
-                    if self._stop_signal is not None:
-                        self.save()
-                        name = signal.Signals(self._stop_signal).name
-                        raise TrainingStopped(name, 128 + self._stop_signal)
-                    if done:
-                        break
+            self._train(logger)
             finished = True
         except TrainingStopped as e:
             stopped, code = str(e), e.exit_code
@@ -667,34 +360,35 @@ class Trainer:
             finally:
                 self.close()
         return RunResult(self.iteration, stopped, code,
-                         {"train": self.last_train, "val": self.last_val})
+                         {"train": self.state.last_train, "val": self.state.last_val})
 
-    def describe(self) -> dict:
-        return {
-            "model": self.cfg.model,
-            "device": device_name(self.device),
-            "precision": "bf16" if self.amp_dtype is not None else "fp32",
-            "precision_choice": self.precision_choice,
-            "channels_last": self.channels_last,
-            "train_images": self.num_train,
-            "val_images": self.num_val,
-            "steps_per_epoch": self.data.steps_per_epoch,
-            "pipeline": type(self.data).__name__,
-            "world_size": self.dist.world_size,
-            "global_batch": self.cfg.batch_size,
-            "per_rank_batch": self.cfg.batch_size // self.dist.world_size,
-            "lr_for_global_batch": self.cfg.lr,
-            "frozen": list(self.cfg.freeze),
-            "init": self.cfg.init,
-            "data_source": self.data_source,
-            "skipped_images": len(self.skipped_images),
-            "skipped_files": self.skipped_images,
-            "classes": self.classes,
-            "normalization": self.normalization.kind,
-        }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    def _train(self, logger: RunLogger) -> None:
+        """Steps until ``cfg.iterations``; logs, validates and saves at their intervals (and
+        at the end); raises `TrainingStopped` after saving when a signal came."""
+        cfg = self.cfg
+        self.window.start_clock()
+        train_mode(self.model, self.frozen)
+        while self.iteration < cfg.iterations:
+            epoch, start = divmod(self.iteration, self.data.steps_per_epoch)
+            for x, y in self.data.train_batches(epoch, start):
+                t0 = time.perf_counter()
+                self.train_step(x, y)
+                self.state.elapsed_s += time.perf_counter() - t0
+                it = self.iteration
+                done = it >= cfg.iterations
+                if it % cfg.log_every == 0 or done:
+                    logger.log(self.log_window())
+                if it % cfg.eval_every == 0 or done:
+                    row = self.validate()
+                    train_mode(self.model, self.frozen)
+                    if row:
+                        logger.log(row)
+                if it % cfg.save_every == 0 or done:
+                    self.save()
+                logger.advance(it, self.state.last_train, self.state.last_val)
+                if self._stop_signal is not None:
+                    self.save()
+                    name = signal.Signals(self._stop_signal).name
+                    raise TrainingStopped(name, 128 + self._stop_signal)
+                if done:
+                    return
