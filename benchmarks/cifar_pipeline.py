@@ -29,8 +29,8 @@ from torchvision import transforms
 from resnets import create_model
 from resnets.data import DeviceLoader, Normalization, channel_stats, load_image_set
 from resnets.device import cpu_model
-from resnets.train.checkpoint import versions
 from resnets.train.precision import choose, native_bf16
+from resnets.version import versions
 
 
 class UInt8Images(Dataset):

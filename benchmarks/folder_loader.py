@@ -53,7 +53,7 @@ from resnets.data.folder import (
     make_loader,
     train_transform,
 )
-from resnets.train.checkpoint import versions
+from resnets.version import versions
 
 SHARED_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / (
     "cifar10-jpg-train.tar.xz")

@@ -71,7 +71,7 @@ def color_folder(tmp_path_factory):
 @pytest.fixture
 def tiny_config(color_folder, tmp_path):
     """resnet8 on the colour folder: 40 short deterministic iterations on the CPU."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
 
     def make(**overrides):
         values = dict(model="resnet8", data=str(color_folder), cache_dir=str(tmp_path / "cache"),

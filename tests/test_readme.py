@@ -103,7 +103,7 @@ def test_documented_api_exists():
 
     assert callable(resnets.load_checkpoint) and callable(resnets.create_model)
     assert resnets.serve.predict.Predictor.from_checkpoint
-    assert resnets.serve.weights.load_state_dict_for_model
+    assert resnets.checkpoint.load_state_dict_for_model
     assert resnets.serve.backbone.fpn_backbone
     assert set(resnets.__all__) <= set(dir(resnets))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -2,6 +2,7 @@
 
 import importlib
 
+from .checkpoint import load_checkpoint
 from .models import (
     ResNet,
     count_macs,
@@ -12,9 +13,7 @@ from .models import (
     list_weights,
     model_info,
 )
-from .train.checkpoint import load_checkpoint
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["ResNet", "count_macs", "count_params", "create_model", "get_weights", "list_models",
            "list_weights", "load_checkpoint", "model_info", "__version__"]

@@ -34,9 +34,9 @@ from torch import nn
 from .device import cpu_model, device_name, resolve_device
 from .errors import UserError
 from .models import count_macs, create_model, model_info
-from .train.checkpoint import versions
 from .train.precision import choose as choose_precision
 from .train.precision import native_bf16
+from .version import versions
 
 __all__ = ["MODES", "PRECISIONS", "TORCHVISION_NAMES", "make_step", "matmul_peak_tflops",
            "run_benchmark", "time_interleaved"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .analysis.curves import read_metrics
 from .errors import UserError
-from .train.checkpoint import versions
+from .version import versions
 
 NOTE = ("CIFAR-10 numbers from the shared data are validation errors on a held-out split of "
         "the training set (the test split is not available here); the paper's are test "

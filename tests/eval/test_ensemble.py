@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from resnets.checkpoint import load_checkpoint, save_checkpoint
 from resnets.cli import main
 from resnets.data import Normalization, load_image_set
 from resnets.errors import UserError
 from resnets.eval.ensemble import ensemble_weights, evaluate_ensemble
 from resnets.eval.run import evaluate_checkpoint
-from resnets.train.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -43,7 +43,7 @@ def split_folder(tmp_path_factory):
 def runs(split_folder, tmp_path_factory):
     """Two resnet8 runs of 30 iterations with seeds 0 and 1 (so different held-out splits):
     ``{"a": run_dir, "b": run_dir, "cache": dir}``."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
     from resnets.train.loop import Trainer
 
     root = tmp_path_factory.mktemp("ensemble-runs")
@@ -251,7 +251,7 @@ def test_imagenet_family_members_on_a_folder(tmp_path, randomize_bn):
 def test_ensemble_on_real_cifar(shared_cifar_tar, data_cache_dir, tmp_path):
     """Two resnet8 nets, 60 iterations on 2k shared CIFAR-10 images (same seed, so the same
     1k held-out images; different learning rates), and their ensemble on those 1k."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
     from resnets.train.loop import Trainer
 
     paths = []

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
+from resnets.checkpoint import load_checkpoint, read_checkpoint
 from resnets.cli import main
 from resnets.errors import DataError
 from resnets.eval.run import evaluate_checkpoint
 from resnets.serve.weights import ImportedWeights
-from resnets.train.checkpoint import load_checkpoint, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -23,7 +23,7 @@ N_IMAGES, N_VAL = 240, 40  # the colour folder of tests/conftest.py; the runs' h
 @pytest.fixture(scope="module")
 def checkpoints(color_folder, tmp_path_factory):
     """``{"last": path, "best": path, "imported": path}`` from one 10-iteration resnet8 run."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
     from resnets.train.loop import Trainer
 
     root = tmp_path_factory.mktemp("eval-run")

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from resnets.cli import main
+from resnets.config import resolve_config
 from resnets.experiments.check import check_run
-from resnets.train.config import resolve_config
 
 DATA = "../shared/data/cifar10-jpg-train.tar.xz"
 ITERATIONS = 64000

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from resnets.checkpoint import BEST, LAST, PREVIOUS, read_checkpoint
 from resnets.experiments.catalog import build, ordering_checks
 from resnets.experiments.runner import FINAL, run_experiment, variant_config
-from resnets.train.checkpoint import BEST, LAST, PREVIOUS, read_checkpoint
 from resnets.train.loop import Trainer
 
 TINY = {"iterations": 6, "milestones": [4], "batch_size": 16, "val_split": 40,

@@ -64,7 +64,7 @@ def gpu_out(tmp_path_factory) -> Path:
 def gpu_config(color_folder, tmp_path_factory):
     """``gpu_config(**overrides)``: resnet8 on the colour folder on CUDA, 30 iterations, fp32,
     not deterministic (the fast path); one decoded-data cache for the session."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
 
     cache = tmp_path_factory.mktemp("gpu-cache")
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from resnets.train.checkpoint import load_checkpoint, read_checkpoint
+from resnets.checkpoint import load_checkpoint, read_checkpoint
 
 ITERATIONS = 20
 

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
+from resnets.checkpoint import load_checkpoint
 from resnets.cli import main
 from resnets.data import Normalization, load_image_set
 from resnets.eval.protocols import evaluate_protocol
 from resnets.serve.export import export_checkpoint, sample_inputs
 from resnets.serve.predict import Prediction, Predictor
-from resnets.train.checkpoint import load_checkpoint
 
 TOL = 1e-4
 

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
+from resnets.checkpoint import load_checkpoint, read_checkpoint
 from resnets.data import Normalization, load_image_set
-from resnets.train.checkpoint import load_checkpoint, read_checkpoint
 from resnets.train.loop import Trainer
 
 TIMING = {"img_per_s", "elapsed_s"}

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from resnets.checkpoint import read_checkpoint
 from resnets.cli import main
 from resnets.errors import CheckpointError
-from resnets.train.checkpoint import read_checkpoint
 
 
 def child_env() -> dict[str, str]:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from resnets.checkpoint import LAST, PREVIOUS, load_checkpoint, read_checkpoint, restore_rng
 from resnets.errors import CheckpointError
-from resnets.train.checkpoint import LAST, PREVIOUS, load_checkpoint, read_checkpoint, restore_rng
 from resnets.train.rundir import find_resume_checkpoint
 
 NESTED = b"[" * 100_000 + b"]" * 100_000

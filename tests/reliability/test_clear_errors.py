@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnets.checkpoint import LAST
 from resnets.cli import main
-from resnets.train.checkpoint import LAST
 
 NOT_UTF8 = os.fsdecode(b"\xff")  # a byte no UTF-8 text holds, as Python decodes a file name
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnets.train.checkpoint import LAST
+from resnets.checkpoint import LAST
 
 
 @pytest.fixture(scope="module")

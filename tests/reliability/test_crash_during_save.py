@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from resnets.train.checkpoint import LAST, PREVIOUS, read_checkpoint, temp_name
+from resnets.checkpoint import LAST, PREVIOUS, read_checkpoint, temp_name
 from resnets.train.loop import Trainer
 from resnets.train.rundir import find_resume_checkpoint
 
@@ -20,8 +20,8 @@ CHILD = f"""
 import json, os, sys, time
 from pathlib import Path
 
-from resnets.train.checkpoint import LAST
-from resnets.train.config import TrainConfig
+from resnets.checkpoint import LAST
+from resnets.config import TrainConfig
 from resnets.train.loop import Trainer
 
 config, out, where = sys.argv[1:]

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from resnets.train.checkpoint import LAST, PREVIOUS, read_checkpoint
+from resnets.checkpoint import LAST, PREVIOUS, read_checkpoint
 
 
 @pytest.mark.parametrize("keep", [0, 0.5], ids=["zero-byte", "half"])

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from resnets.checkpoint import LAST, load_checkpoint
 from resnets.serve import export as export_module
 from resnets.serve.export import ExportError, export_model
-from resnets.train.checkpoint import LAST, load_checkpoint
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from resnets.cli import build_parser, main
 from resnets.commands.train import CHOICES, FIELDS
-from resnets.train.config import resolve_config
+from resnets.config import resolve_config
 
 # Flags of `train` that are not recipe values, so they have no recipe default to show.
 RUN_FLAGS = {"-h", "--recipe", "--out", "--resume", "--overwrite", "--quiet"}

@@ -10,9 +10,9 @@ import stat
 
 import pytest
 
+from resnets.checkpoint import LAST, read_checkpoint
 from resnets.errors import UserError
 from resnets.train import progress
-from resnets.train.checkpoint import LAST, read_checkpoint
 from resnets.train.loop import NonFiniteLoss, Trainer
 
 

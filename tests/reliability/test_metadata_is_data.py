@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from resnets.checkpoint import LAST
 from resnets.eval import run as eval_run
-from resnets.train.checkpoint import LAST
 
 
 class _Stop(Exception):

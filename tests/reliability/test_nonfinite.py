@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from resnets.train.checkpoint import LAST, read_checkpoint
+from resnets.checkpoint import LAST, read_checkpoint
 from resnets.train.loop import Trainer
 
 BAD_STEP = 5  # the loss of the sixth step (iteration counter 5 -> 6) is poisoned

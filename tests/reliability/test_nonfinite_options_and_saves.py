@@ -10,9 +10,9 @@ import re
 import pytest
 import torch
 
+from resnets.checkpoint import LAST, PREVIOUS, NonFiniteCheckpoint, read_checkpoint
+from resnets.config import TrainConfig
 from resnets.errors import UserError
-from resnets.train.checkpoint import LAST, PREVIOUS, NonFiniteCheckpoint, read_checkpoint
-from resnets.train.config import TrainConfig
 from resnets.train.loop import Trainer
 
 NAN, INF = math.nan, math.inf

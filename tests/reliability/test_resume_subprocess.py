@@ -12,7 +12,7 @@ import signal
 import pytest
 import torch
 
-from resnets.train.checkpoint import BEST, LAST, read_checkpoint
+from resnets.checkpoint import BEST, LAST, read_checkpoint
 from resnets.train.rundir import find_resume_checkpoint
 
 ITERATIONS = 100  # 12 steps per epoch; the milestones rescale to 50 and 75

@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from resnets.errors import UserError
-from resnets.train.checkpoint import (
+from resnets.checkpoint import (
     BEST,
     LAST,
     PREVIOUS,
@@ -22,6 +21,7 @@ from resnets.train.checkpoint import (
     save_checkpoint,
     temp_name,
 )
+from resnets.errors import UserError
 from resnets.train.loop import Trainer
 from resnets.train.rundir import find_resume_checkpoint, remove_stale_temporaries, rotate_and_save
 

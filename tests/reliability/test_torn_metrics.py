@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from resnets.analysis.curves import plot_run, read_metrics
-from resnets.train.checkpoint import LAST, PREVIOUS
+from resnets.checkpoint import LAST, PREVIOUS
 
 TORN = '{"kind": "train", "iteration": 3, "lr'
 
@@ -50,7 +50,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_on_whole_lines(cli, t
 
 
 def test_new_rows_never_join_a_torn_line(tiny_config, tmp_path):
-    from resnets.train.config import TrainConfig
+    from resnets.config import TrainConfig
     from resnets.train.progress import RunLogger
 
     run = tmp_path / "run"

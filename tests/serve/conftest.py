@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from resnets import create_model
+from resnets.checkpoint import save_checkpoint
 from resnets.data import Normalization
-from resnets.train.checkpoint import save_checkpoint
 
 CLASSES = [f"c{i}" for i in range(10)]
 

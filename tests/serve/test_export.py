@@ -9,9 +9,9 @@ import warnings
 import pytest
 import torch
 
+from resnets.checkpoint import load_checkpoint
 from resnets.cli import main
 from resnets.serve.export import ExportError, export_checkpoint, sample_inputs
-from resnets.train.checkpoint import load_checkpoint
 
 TOL = 1e-4
 

@@ -148,7 +148,7 @@ def r8_other(tmp_path_factory, randomize_bn):
     """Another resnet8 with the same classes but its own preprocessing: per-channel
     mean/std normalization and 40x40 inputs (the net pools globally, so any size runs)."""
     from resnets import create_model
-    from resnets.train.checkpoint import save_checkpoint
+    from resnets.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
     model = randomize_bn(create_model("resnet8"), seed=1)
@@ -231,7 +231,7 @@ def test_predict_cli_ensemble_prints_and_jsons_the_average(r8_checkpoint, r8_oth
 
 def test_predict_cli_ensemble_refuses_other_classes_and_bad_weights(r8_checkpoint, image_tree,
                                                                     tmp_path, capsys):
-    from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+    from resnets.checkpoint import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(r8_checkpoint)
     other = tmp_path / "animals.safetensors"

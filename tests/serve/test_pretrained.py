@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import resnets
+from resnets.checkpoint import LAST, read_checkpoint
 from resnets.cli import main
+from resnets.config import resolve_config
 from resnets.errors import UserError
 from resnets.models import pretrained
 from resnets.models.pretrained import REQUIRED_META, UnknownWeightsError
 from resnets.serve.publish import publish_run
-from resnets.train.checkpoint import LAST, read_checkpoint
-from resnets.train.config import resolve_config
 from resnets.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

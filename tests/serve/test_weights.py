@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from torchvision.models import WeightsEnum
 
 from resnets import create_model
+from resnets.checkpoint import load_checkpoint
 from resnets.cli import main
 from resnets.errors import CheckpointError
 from resnets.serve.predict import Predictor
@@ -23,7 +24,6 @@ from resnets.serve.weights import (
     infer_model_name,
     load_state_dict_for_model,
 )
-from resnets.train.checkpoint import load_checkpoint
 
 
 def logits(model, x):

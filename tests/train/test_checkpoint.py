@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from resnets import create_model
-from resnets.errors import CheckpointError
-from resnets.train.checkpoint import (
+from resnets.checkpoint import (
     LAST,
     PREVIOUS,
     load_checkpoint,
@@ -16,6 +15,7 @@ from resnets.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from resnets.errors import CheckpointError
 from resnets.train.rundir import find_resume_checkpoint, rotate_and_save
 
 META = {"model": "resnet8", "model_kwargs": {"num_classes": 10}, "classes": list("abcdefghij"),

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
+from resnets.config import TrainConfig, resolve_config
 from resnets.errors import UserError
-from resnets.train.config import TrainConfig, resolve_config
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_recipe_from_a_toml_path(tmp_path):
 
 
 def test_every_option_is_documented_once_in_the_config():
-    from resnets.train.config import field_docs
+    from resnets.config import field_docs
 
     docs = field_docs()
     assert docs["lr"] == "initial learning rate"

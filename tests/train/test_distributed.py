@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from resnets.train.checkpoint import load_checkpoint, read_checkpoint
+from resnets.checkpoint import load_checkpoint, read_checkpoint
 
 ARGS = ["--model", "resnet8", "--batch-size", "16", "--val-split", "40", "--lr", "0.05",
         "--device", "cpu", "--precision", "fp32", "--deterministic", "--log-every", "2",
@@ -61,7 +61,7 @@ def test_matches_one_process_with_the_same_global_batch(runs, color_folder):
     one step the DDP weights equal that twin within 1e-6 (float summation order). Against a
     plain one-process step on all 16 images (BN over 16), the logged losses of 10-step runs
     stay within 0.35 of each other."""
-    from resnets.train.config import resolve_config
+    from resnets.config import resolve_config
     from resnets.train.loop import Trainer
 
     root = runs["root"]

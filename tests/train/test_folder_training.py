@@ -9,8 +9,8 @@ import tarfile
 import pytest
 import torch
 
+from resnets.checkpoint import read_checkpoint
 from resnets.cli import main
-from resnets.train.checkpoint import read_checkpoint
 
 PER_CLASS_TRAIN, PER_CLASS_VAL = 400, 50
 

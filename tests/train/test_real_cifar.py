@@ -5,7 +5,7 @@ import json
 import pytest
 
 from resnets.cli import main
-from resnets.train.config import resolve_config
+from resnets.config import resolve_config
 from resnets.train.loop import Trainer
 
 

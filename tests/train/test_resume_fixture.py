@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from resnets.train.checkpoint import LAST, read_checkpoint
+from resnets.checkpoint import LAST, read_checkpoint
 from resnets.train.loop import Trainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "b954736-plateau-it27.safetensors"

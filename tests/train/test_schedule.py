@@ -1,6 +1,6 @@
 import pytest
 
-from resnets.train.config import resolve_config
+from resnets.config import resolve_config
 from resnets.train.schedule import lr_at, warmup_should_end
 
 PAPER = dict(lr=0.1, milestones=(32000, 48000), gamma=0.1)

@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from resnets.train.checkpoint import read_checkpoint
+from resnets.checkpoint import read_checkpoint
 from resnets.train.loop import NonFiniteLoss, Trainer
 
 TIMING = {"img_per_s", "elapsed_s"}

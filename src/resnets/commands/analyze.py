@@ -36,11 +36,11 @@ OUTPUTS = ("responses.json", "responses.png")
 
 def run_responses(args) -> int:
     from ..analysis.responses import layer_response_std, plot_responses, responses_undefined
+    from ..checkpoint import load_checkpoint
     from ..data import DeviceLoader, Normalization
     from ..device import resolve_device
     from ..errors import UserError, printable
     from ..eval.run import checkpoint_split
-    from ..train.checkpoint import load_checkpoint
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "

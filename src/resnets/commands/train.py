@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..config import field_docs, list_recipes, read_recipe, resolve_config
 from ..errors import UserError
-from ..train.config import field_docs, list_recipes, read_recipe, resolve_config
 
 # CLI flag -> TrainConfig field, for the options that map one to one.
 FIELDS = {

@@ -21,13 +21,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import load_checkpoint, read_checkpoint
 from ..data import DeviceLoader, Normalization
 from ..device import resolve_device
 from ..errors import DataError, UserError
-from ..train.checkpoint import load_checkpoint, read_checkpoint
 from .evaluate import evaluate
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
-from .run import _evaluate_folder, checkpoint_split
+from .run import checkpoint_split, evaluate_folder
 
 __all__ = ["check_same_classes", "ensemble_weights", "evaluate_ensemble", "score_probabilities"]
 
@@ -214,7 +214,7 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
             res = _member_cifar(model, meta, images, labels, protocol=protocol,
                                 batch_size=batch_size, device=dev)
         else:
-            res = _evaluate_folder(model, meta, name, data=data, split=split,
+            res = evaluate_folder(model, meta, name, data=data, split=split,
                                    batch_size=batch_size, device=dev,
                                    protocol=protocol or "center", workers=workers,
                                    return_probs=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..checkpoint import load_checkpoint
 from ..data import DeviceLoader, Normalization, load_image_set, split_indices
 from ..device import resolve_device
 from ..errors import DataError
-from ..train.checkpoint import load_checkpoint
 from .evaluate import evaluate
 
 
@@ -79,7 +79,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     family = model_info(meta["model"]).family
     normalization = Normalization.from_dict(meta["normalization"])
     if family == "imagenet":
-        return _evaluate_folder(model, meta, checkpoint, data=data, split=split,
+        return evaluate_folder(model, meta, checkpoint, data=data, split=split,
                                 batch_size=batch_size, device=dev,
                                 protocol=protocol or "center", workers=workers)
     images, labels, source = checkpoint_split(meta, data=data, split=split, cache_dir=cache_dir)
@@ -100,7 +100,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     return {**head, **res}
 
 
-def _evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device, protocol,
+def evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device, protocol,
                      workers, return_probs: bool = False) -> dict:
     from ..data.folder import FolderDataset
     from .protocols import evaluate_protocol, protocol_for_size

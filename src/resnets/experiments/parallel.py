@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..train.config import TrainConfig
+from ..config import TrainConfig
 
 
 def log_path(run_dir: Path) -> Path:

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..analysis.curves import read_metrics
-from ..errors import UserError
-from ..models import count_params, create_model
-from ..train.checkpoint import (
+from ..checkpoint import (
     FINAL,
     LAST,
     PREVIOUS,
     build_model,
     read_checkpoint,
     save_checkpoint,
-    versions,
 )
-from ..train.config import TrainConfig, resolve_config
+from ..config import TrainConfig, resolve_config
+from ..errors import UserError
+from ..models import count_params, create_model
 from ..train.loop import Trainer
+from ..version import versions
 from .parallel import Job, log_path, run_jobs
 
 

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_checkpoint
 from ..data.device_loader import Normalization
 from ..errors import UserError, printable
-from ..train.checkpoint import load_checkpoint
 
 __all__ = ["FORMATS", "ExportError", "ExportReport", "check_out", "export_checkpoint",
            "export_model", "sample_inputs"]

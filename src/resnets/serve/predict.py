@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checkpoint import load_checkpoint
 from ..data.decode import to_rgb8
 from ..data.device_loader import Normalization
 from ..data.files import UnreadableFile, list_files, read_file
 from ..errors import CheckpointError, UserError, printable
-from ..train.checkpoint import load_checkpoint
 
 __all__ = ["EnsemblePredictor", "Failure", "Prediction", "Predictor", "Preprocessing",
            "find_images", "image_extensions"]

@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 from ..analysis.curves import read_metrics
+from ..checkpoint import FINAL, LAST, read_checkpoint
 from ..errors import UserError
 from ..models import count_params, create_model
 from ..models.pretrained import MANIFEST, REQUIRED_META, WEIGHTS_DIR, Weights
-from ..train.checkpoint import FINAL, LAST, read_checkpoint
 
 # How the shared CIFAR-10 copy differs from the original release (see results/README.md).
 SHARED_CIFAR10 = ("CIFAR-10 training images as JPEG (quality about 75, chroma subsampled; "

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import load_state_dict_for_model, read_state_dict
+from ..config import TrainConfig
 from ..device import resolve_device
 from ..errors import UserError
 from ..models import create_model, model_info
-from ..serve.weights import load_state_dict_for_model, read_state_dict
-from .config import TrainConfig
 from .distributed import DistEnv, broadcast_object
 from .precision import choose as choose_precision
 from .precision import native_bf16

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import torch
 
+from ..config import TrainConfig
 from ..data import DeviceLoader, Normalization, load_image_set, split_indices
 from ..errors import UserError
 from ..models import model_info
-from .config import TrainConfig
 from .distributed import DistEnv
 
 

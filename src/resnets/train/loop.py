@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
+from ..config import TrainConfig, merge_resumed_config
 from ..device import device_name
 from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
@@ -35,8 +37,6 @@ from .build import (
     seed_everything,
     train_mode,
 )
-from .checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
-from .config import TrainConfig, merge_resumed_config
 from .data import build_train_data
 from .distributed import barrier, broadcast_object, init_distributed
 from .progress import RunLogger

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .checkpoint import versions
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..version import versions
 
 ESTIMATE_AFTER = 10  # steps timed before the cost of the whole schedule is printed
 

@@ -18,8 +18,7 @@ import weakref
 from pathlib import Path
 
 from ..analysis.curves import read_metrics
-from ..errors import CheckpointError, UserError, printable
-from .checkpoint import (
+from ..checkpoint import (
     BEST,
     LAST,
     PREVIOUS,
@@ -33,6 +32,7 @@ from .checkpoint import (
     write_durable,
     write_error,
 )
+from ..errors import CheckpointError, UserError, printable
 from .distributed import DistEnv, broadcast_object
 
 # What a run writes into its directory: `--overwrite` deletes these (and nothing else).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def lr_at(

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint.schema import WINDOW_KEYS
 from ..errors import UserError
-from .checkpoint_schema import WINDOW_KEYS
 from .distributed import DistEnv, all_reduce_
 from .schedule import LRSchedule
 

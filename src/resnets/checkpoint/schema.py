@@ -2,7 +2,7 @@
 
 Whatever a file says, reading it either gives a record the rest of the package can use, or an
 `InvalidRecord` that `read_checkpoint` reports as "not a valid resnets checkpoint: ...". The
-record's layout is described in `resnets.train.checkpoint`.
+record's layout is described in `resnets.checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import TrainConfig
 from ..data.device_loader import Normalization
 from ..errors import CheckpointError, UserError
 from ..models import create_model
-from .config import TrainConfig
 
 FORMAT = "resnets-checkpoint"
 FORMAT_VERSION = 1

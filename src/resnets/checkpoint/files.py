@@ -10,7 +10,7 @@ A file holds tensors under prefixes and one JSON record in the safetensors metad
   resolved config, iteration, metrics, versions, and the non-tensor optimizer / RNG state.
 
 Nothing in a checkpoint is executable, so loading one cannot run code. What a valid record
-holds is checked by `resnets.train.checkpoint_schema`; how a run directory keeps ``last`` and
+holds is checked by `resnets.checkpoint.schema`; how a run directory keeps ``last`` and
 ``previous`` (rotation, resume, stale temporaries) is `resnets.train.rundir`.
 """
 
@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from torch import nn
 from ..errors import CheckpointError
 from ..models import create_model
 from ..models.pretrained import get_weights
-from .checkpoint_schema import (
+from ..version import versions
+from .schema import (
     FORMAT,
     FORMAT_VERSION,
     META_KEY,
@@ -59,15 +59,6 @@ class Checkpoint:
     @property
     def iteration(self) -> int:
         return int(self.meta.get("iteration", 0))
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    from .. import __version__
-
-    return {"resnets": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
 
 
 def temp_name(name: str, pid: int | None = None) -> str:
@@ -270,7 +261,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.suffix in (".pth", ".pt", ".bin"):
         raise CheckpointError(f"{path} is a pickle-based torch file; it holds weights without "
                               f"the model metadata a resnets checkpoint needs. Import it with "
-                              f"resnets.train.checkpoint.load_torch_weights() instead.")
+                              f"resnets.checkpoint.load_torch_weights() instead.")
     data = path.read_bytes()
     try:
         # Own copies: tensors viewing the read-only bytes must not be written in place
