@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 from .errors import UserError
 
 PAPER_ITERATIONS = 64000
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ class TrainConfig:
              f"need crop_size >= 8 and 8 <= scale_range[0] <= scale_range[1], got "
              f"{self.crop_size}, {list(self.scale_range)}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in 0..2**63-1, got {self.seed}"),
+            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
             (list(self.milestones) == sorted(self.milestones),
              f"milestones must be increasing, got {list(self.milestones)}"),
         ]

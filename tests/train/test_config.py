@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -52,3 +53,15 @@ def test_every_option_is_documented_once_in_the_config():
     assert docs["batch_size"] == "mini-batch size"
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in docs]
     assert missing == []
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("seed", 2**70, "seed must be in 0..2**63-1"),
+    ("seed", -1, "seed must be in 0..2**63-1"),
+    ("device", "mps", "device must be auto, cpu, cuda or cuda:N"),
+    ("device", "cuda:x", "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_recipe_values_beyond_what_torch_takes_are_refused(field, value, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_config("cifar10-paper", **{field: value})
+    assert resolve_config("cifar10-paper", seed=2**63 - 1, device="cuda:1").device == "cuda:1"

@@ -101,6 +101,8 @@ class Trainer:
         self.amp_dtype, self.channels_last = precision.amp_dtype, precision.channels_last
         self.precision_choice = precision.reason
         if cfg.deterministic:
+            # cuBLAS is only deterministic with a fixed workspace, set before its first call.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
         model_info(cfg.model)  # unknown names fail here, before data loading
