@@ -1,6 +1,9 @@
 """Training configuration: one frozen dataclass, filled from a recipe (TOML) and CLI overrides.
 
 The resolved config is written next to every run (``config.json``) and inside every checkpoint.
+Each field is declared once, with `option`: its default, its help text (the `--help` of
+`resnets train`), its fixed choices, how the command line spells a value of it, and whether a
+resumed run may change it. The CLI flags, the resume rule and `field_docs` derive from that.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 import math
 import re
 import tomllib
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,60 +24,164 @@ from .errors import UserError
 
 PAPER_ITERATIONS = 64000
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what torch can train on here
+
+
+# ------------------------------------------------------- command-line spellings of values
+# Each raises ValueError with the message the command line shows.
+def parse_seed(text: str) -> int:
+    """A seed as the command line gives it: a whole number from 0 to 2**63-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{value} is out of range: a seed is a whole number from 0 to "
+                         f"2**63-1 ({MAX_SEED})")
+    return value
+
+
+def int_list(what: str, count: int | None = None) -> Callable[[str], list[int]]:
+    """A parser of comma-separated whole numbers (exactly ``count`` when given)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(p.strip()) for p in text.split(",")]
+        except ValueError:
+            values = None
+        if values is None or (count is not None and len(values) != count):
+            n = f"{count} " if count is not None else ""
+            raise ValueError(f"expected {what} ({n}comma-separated whole numbers), "
+                             f"got {text!r}")
+        return values
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def name_list(text: str) -> list[str]:
+    """Comma-separated names; empty entries are dropped."""
+    return [v for v in text.split(",") if v]
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str,
+           choices: tuple[str, ...] | None = None, parse: Callable[[str], Any] | None = None,
+           resumable: bool = False, flag: bool = True,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A `TrainConfig` field with what the CLI and the resume rule need to know of it.
+
+    ``help``: the one description of the option; ``choices``: its only valid values (argparse
+    and the config both refuse others); ``parse``: how the command line spells a value, where
+    the field's type does not say (lists, the seed's range); ``resumable``: a resumed run may
+    change it; ``flag=False``: the command line sets it through other flags (said in ``help``).
+    """
+    metadata = {"help": help, "choices": choices, "parse": parse, "resumable": resumable,
+                "flag": flag}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what to train
-    model: str = "resnet20"  # registered model name (`resnets models`)
-    model_kwargs: dict = field(default_factory=dict)  # ResNet overrides, e.g. {"shortcut": "B"}
-    recipe: str = "cifar10-paper"  # recipe name or TOML path this config came from
-    init: str | None = None  # start from these weights (checkpoint, .pth, .safetensors)
-    freeze: tuple[str, ...] = ()  # parts kept fixed when fine-tuning: stem, layer1, ...
-    num_classes: int | None = None  # when given, must equal the number of data classes
+    model: str = option("resnet20", help="registered model name (`resnets models`)")
+    model_kwargs: dict = option(
+        default_factory=dict, flag=False,
+        help="ResNet keyword overrides, e.g. {\"shortcut\": \"B\"} (flags --shortcut, --unit)")
+    recipe: str = option("cifar10-paper", resumable=True, flag=False,
+                         help="recipe name or TOML path this config came from (flag --recipe)")
+    init: str | None = option(
+        None, help="start from these weights (checkpoint, .pth, .safetensors)")
+    freeze: tuple[str, ...] = option(
+        (), parse=name_list,
+        help="fine-tuning: comma-separated parts kept fixed (stem,layer1,...)")
+    num_classes: int | None = option(
+        None, help="when given, must equal the number of data classes")
     # --- data
-    data: str | None = None  # dataset source; None = torchvision download into cache_dir
-    cache_dir: str | None = None  # decoded-data cache; None = $RESNETS_CACHE or ~/.cache/resnets
-    val_split: int = 5000  # images held out for validation (paper: 45k/5k); 0 = train on all
-    train_subset: int | None = None  # train on a fixed seeded subset of this size (short runs)
-    skip_bad_images: bool = False  # skip unreadable image files instead of stopping
-    normalization: str = "per_pixel_mean"  # or "channel_mean_std"
-    pad: int = 4  # random-crop padding in pixels; 0 disables cropping
-    flip: bool = True  # random horizontal flips
-    pipeline: str = "auto"  # device (uint8 set on the device) | folder (files + DataLoader)
-    #                         auto: device for the CIFAR family, folder for ImageNet nets
-    crop_size: int = 224  # folder pipeline: training crop (and eval center crop) size
-    scale_range: tuple[int, int] = (256, 480)  # folder: shorter side drawn uniformly in range
-    eval_resize: int = 256  # folder: shorter side before the eval center crop
-    lighting: float = 0.1  # folder: std of AlexNet PCA lighting noise; 0 disables it
-    workers: int = 4  # folder: DataLoader worker processes
+    data: str | None = option(
+        None, resumable=True,
+        help="dataset: a CIFAR-10 python release (.tar.gz or folder), an image folder "
+             "ROOT/<class>/<image>, or a .tar archive of one; none: download CIFAR-10 into "
+             "the cache")
+    cache_dir: str | None = option(
+        None, resumable=True,
+        help="decoded-data cache (none: $RESNETS_CACHE, else ~/.cache/resnets)")
+    val_split: int = option(
+        5000, help="images held out for validation (paper: 45k/5k); 0 = train on all")
+    train_subset: int | None = option(
+        None, help="train on a fixed seeded subset of this size (short runs)")
+    skip_bad_images: bool = option(
+        False, help="skip unreadable image files instead of stopping")
+    normalization: str = option(
+        "per_pixel_mean", choices=("per_pixel_mean", "channel_mean_std"),
+        help="per_pixel_mean: subtract the training split's mean image (the paper); "
+             "channel_mean_std: per-channel mean and std")
+    pad: int = option(4, help="random-crop padding in pixels; 0 disables cropping")
+    flip: bool = option(True, help="random horizontal flips of training images")
+    pipeline: str = option(
+        "auto", choices=("auto", "device", "folder"),
+        help="device: the decoded uint8 set lives on the device (CIFAR); folder: files "
+             "decoded by DataLoader workers (ImageNet); auto: device for the CIFAR family, "
+             "folder for ImageNet nets")
+    crop_size: int = option(
+        224, help="folder pipeline: training crop (and eval center crop) size")
+    scale_range: tuple[int, int] = option(
+        (256, 480), parse=int_list("LO,HI", 2),
+        help="folder pipeline: LO,HI of the random shorter side")
+    eval_resize: int = option(256, help="folder pipeline: shorter side before the eval "
+                                        "center crop")
+    lighting: float = option(
+        0.1, help="folder pipeline: std of AlexNet PCA lighting noise; 0 disables it")
+    workers: int = option(4, help="folder pipeline: DataLoader worker processes")
     # --- optimisation (PAPER.md section 5)
-    batch_size: int = 128  # mini-batch size
-    lr: float = 0.1  # initial learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4  # L2 penalty
-    iterations: int = PAPER_ITERATIONS  # total optimizer steps
-    milestones: tuple[int, ...] = (32000, 48000)  # steps at which lr is multiplied by gamma
-    gamma: float = 0.1  # lr factor per milestone
-    schedule: str = "steps"  # steps (milestones) | plateau (x gamma when val error stalls)
-    plateau_patience: int = 3  # plateau: evaluations without improvement before a drop
-    plateau_threshold: float = 1e-3  # plateau: smaller val-error gains do not count
-    warmup_lr: float | None = None  # lr used until training error < warmup_until_error
-    warmup_until_error: float = 0.8  # warm-up ends when the training error drops below this
-    warmup_max_iterations: int = 2000  # warm-up ends here regardless (a safety stop)
+    batch_size: int = option(128, help="mini-batch size")
+    lr: float = option(0.1, help="initial learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    weight_decay: float = option(1e-4, help="L2 penalty")
+    iterations: int = option(PAPER_ITERATIONS, resumable=True, help="total optimizer steps")
+    milestones: tuple[int, ...] = option(
+        (32000, 48000), resumable=True, parse=int_list("iterations"),
+        help="comma-separated iterations where lr is multiplied by gamma")
+    gamma: float = option(0.1, help="lr factor per milestone (and per plateau drop)")
+    schedule: str = option(
+        "steps", choices=("steps", "plateau"),
+        help="steps (milestones) | plateau (x gamma when val error stalls)")
+    plateau_patience: int = option(
+        3, help="plateau schedule: evaluations without improvement before a drop")
+    plateau_threshold: float = option(
+        1e-3, help="plateau schedule: smaller val-error gains do not count")
+    warmup_lr: float | None = option(
+        None, help="lr used until training error < warmup_until_error")
+    warmup_until_error: float = option(
+        0.8, help="warm-up ends when the training error drops below this")
+    warmup_max_iterations: int = option(
+        2000, help="warm-up ends here regardless (a safety stop)")
     # --- speed switches (one code path; "auto" picks per device)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where native: CUDA, AVX512-BF16 CPUs) | fp32 | bf16
-    channels_last: bool | None = None  # None = on wherever bf16 is native, else off
-    compile: bool = False  # torch.compile the training step's model
-    deterministic: bool = False  # deterministic kernels (bitwise-reproducible resume on CPU)
-    sync_bn: bool = False  # distributed: batch statistics over all ranks (SyncBatchNorm)
+    device: str = option("auto", resumable=True,
+                         help="auto (CUDA when there is one, else cpu) | cpu | cuda | cuda:N")
+    precision: str = option(
+        "auto", choices=("auto", "fp32", "bf16"),
+        help="auto (bf16 where native: CUDA, AVX512-BF16 CPUs) | fp32 | bf16")
+    channels_last: bool | None = option(
+        None, help="channels_last memory format for the net and its inputs; auto: on "
+                   "wherever bf16 is native (CUDA, AVX512-BF16 CPUs)")
+    compile: bool = option(False, resumable=True, help="torch.compile the training step's model")
+    deterministic: bool = option(
+        False, help="deterministic kernels (bitwise-reproducible resume on CPU)")
+    sync_bn: bool = option(
+        False, help="distributed: batch statistics over all ranks (SyncBatchNorm)")
     # --- bookkeeping
-    seed: int = 0  # seeds init, split, data order and augmentation
-    log_every: int = 50  # iterations between metric lines (and host syncs)
-    eval_every: int = 1000  # iterations between validation passes (and at the end)
-    save_every: int = 1000  # iterations between checkpoints (and at the end / on SIGTERM)
-    max_nonfinite: int = 5  # stop (after saving) after this many non-finite losses in a row
+    seed: int = option(0, parse=parse_seed,
+                       help="seeds init, split, data order and augmentation; 0 to 2**63-1")
+    log_every: int = option(50, resumable=True,
+                            help="iterations between metric lines (and host syncs)")
+    eval_every: int = option(1000, resumable=True,
+                             help="iterations between validation passes (and at the end)")
+    save_every: int = option(
+        1000, resumable=True,
+        help="iterations between checkpoints (and at the end / on SIGTERM)")
+    max_nonfinite: int = option(
+        5, resumable=True,
+        help="stop (after saving) after this many non-finite losses in a row")
 
     def __post_init__(self) -> None:
         # Types first: a string or a NaN from a recipe, a flag or a checkpoint would otherwise
@@ -88,8 +197,7 @@ class TrainConfig:
             if value is not None and not (_is_number(value) and math.isfinite(value)):
                 raise UserError(f"invalid training option: {name} must be a finite number, "
                                 f"got {value!r}.")
-        for name in ("model", "recipe", "device", "precision", "normalization", "pipeline",
-                     "schedule"):
+        for name in _STR_FIELDS:
             if not isinstance(getattr(self, name), str):
                 raise UserError(f"invalid training option: {name} must be a string, "
                                 f"got {getattr(self, name)!r}.")
@@ -131,24 +239,18 @@ class TrainConfig:
             (self.train_subset is None or self.train_subset >= 1,
              f"train_subset must be >= 1, got {self.train_subset}"),
             (self.pad >= 0, f"pad must be >= 0, got {self.pad}"),
-            (self.precision in ("auto", "fp32", "bf16"),
-             f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
-            (self.normalization in ("per_pixel_mean", "channel_mean_std"),
-             f"normalization must be per_pixel_mean or channel_mean_std, "
-             f"got {self.normalization!r}"),
+            *((getattr(self, name) in values,
+               f"{name} must be {', '.join(values[:-1])} or {values[-1]}, "
+               f"got {getattr(self, name)!r}") for name, values in CHOICES.items()),
             (min(self.log_every, self.eval_every, self.save_every) >= 1,
              "log_every, eval_every and save_every must be >= 1"),
             (self.max_nonfinite >= 1, f"max_nonfinite must be >= 1, got {self.max_nonfinite}"),
-            (self.pipeline in ("auto", "device", "folder"),
-             f"pipeline must be auto, device or folder, got {self.pipeline!r}"),
-            (self.schedule in ("steps", "plateau"),
-             f"schedule must be steps or plateau, got {self.schedule!r}"),
             (self.crop_size >= 8 and 8 <= self.scale_range[0] <= self.scale_range[1],
              f"need crop_size >= 8 and 8 <= scale_range[0] <= scale_range[1], got "
              f"{self.crop_size}, {list(self.scale_range)}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (0 <= self.seed <= MAX_SEED, f"seed must be in 0..2**63-1, got {self.seed}"),
-            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            (DEVICE_PATTERN.fullmatch(self.device) is not None,
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
             (list(self.milestones) == sorted(self.milestones),
              f"milestones must be increasing, got {list(self.milestones)}"),
@@ -184,12 +286,26 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-_INT_FIELDS = ("num_classes", "val_split", "train_subset", "pad", "crop_size", "eval_resize",
-               "workers", "batch_size", "iterations", "plateau_patience",
-               "warmup_max_iterations", "seed", "log_every", "eval_every", "save_every",
-               "max_nonfinite")
-_FLOAT_FIELDS = ("lighting", "lr", "momentum", "weight_decay", "gamma", "plateau_threshold",
-                 "warmup_lr", "warmup_until_error")
+# ------------------------------------------------- what the declarations above derive
+OPTIONS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def value_type(name: str) -> Any:
+    """The type of a field's values: ``X`` for a field typed ``X`` or ``X | None``."""
+    typ = _TYPES[name]
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    return args[0] if type(None) in typing.get_args(typ) and len(args) == 1 else typ
+
+
+_INT_FIELDS = tuple(name for name in OPTIONS if value_type(name) is int)
+_FLOAT_FIELDS = tuple(name for name in OPTIONS if value_type(name) is float)
+_STR_FIELDS = tuple(name for name in OPTIONS if _TYPES[name] is str)  # None: not a model name
+# Fields with a fixed set of values: argparse and the config both refuse anything else.
+CHOICES: dict[str, tuple[str, ...]] = {name: f.metadata["choices"] for name, f in OPTIONS.items()
+                                       if f.metadata["choices"]}
+# Options that may change between a run and its resumption; anything else must match.
+RESUMABLE_CHANGES = frozenset(name for name, f in OPTIONS.items() if f.metadata["resumable"])
 
 
 def _is_int(value: Any) -> bool:
@@ -201,16 +317,8 @@ def _is_number(value: Any) -> bool:
 
 
 def field_docs() -> dict[str, str]:
-    """Each field's comment in this file: the one description of every option (CLI help)."""
-    import inspect
-    import re
-
-    docs = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if m:
-            docs[m.group(1)] = m.group(2).strip()
-    return docs
+    """Each field's help text: the one description of every option (CLI help, docs)."""
+    return {name: f.metadata["help"] for name, f in OPTIONS.items()}
 
 
 def list_recipes() -> list[str]:
@@ -250,14 +358,16 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
     base_milestones = values.get("milestones", TrainConfig.milestones)
     values.update(overrides)
     if "iterations" in overrides and "milestones" not in overrides:
-        scale = values["iterations"] / base_iterations
-        values["milestones"] = [round(m * scale) for m in base_milestones]
+        values["milestones"] = rescale_milestones(base_milestones, base_iterations,
+                                                  values["iterations"])
     return TrainConfig.from_dict(values)
 
 
-# Options that may change between a run and its resumption; anything else must match.
-RESUMABLE_CHANGES = {"iterations", "milestones", "log_every", "eval_every", "save_every",
-                     "device", "compile", "max_nonfinite", "cache_dir", "data", "recipe"}
+def rescale_milestones(milestones, iterations: int, new_iterations: int) -> list[int]:
+    """The milestones of an ``iterations``-step schedule moved to a ``new_iterations``-step
+    one at the same fractions, so a shorter or longer run keeps the schedule's shape."""
+    scale = new_iterations / iterations
+    return [round(m * scale) for m in milestones]
 
 
 def merge_resumed_config(stored: dict[str, Any], cfg: TrainConfig,

@@ -65,3 +65,37 @@ def test_recipe_values_beyond_what_torch_takes_are_refused(field, value, message
     with pytest.raises(UserError, match=re.escape(message)):
         resolve_config("cifar10-paper", **{field: value})
     assert resolve_config("cifar10-paper", seed=2**63 - 1, device="cuda:1").device == "cuda:1"
+
+
+def test_every_option_is_declared_once_and_every_one_is_a_flag():
+    """The CLI and the resume rule derive from the field declarations; `--help` reads no
+    source code; every field has a flag (recipe: --recipe, model_kwargs: --shortcut/--unit)."""
+    import argparse
+
+    from resnets.cli import build_parser
+    from resnets.config import CHOICES, OPTIONS, RESUMABLE_CHANGES, field_docs
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {s for a in sub.choices["train"]._actions for s in a.option_strings}
+    missing = [name for name in OPTIONS if name not in ("recipe", "model_kwargs")
+               and "--" + name.replace("_", "-") not in flags]
+    assert missing == []
+    assert {"--recipe", "--shortcut", "--unit", "--no-flip", "--plateau-patience"} <= flags
+    assert field_docs() == {name: f.metadata["help"] for name, f in OPTIONS.items()}
+    assert CHOICES["precision"] == ("auto", "fp32", "bf16")
+    assert {"iterations", "milestones", "device", "data"} <= RESUMABLE_CHANGES
+    assert not {"lr", "seed", "model", "batch_size"} & RESUMABLE_CHANGES
+
+
+def test_new_flags_reach_the_config(tmp_path):
+    from resnets.cli import build_parser
+    from resnets.commands.train import overrides_from_args
+
+    args = build_parser().parse_args(["train", "--no-flip", "--pad", "0", "--gamma", "0.2",
+                                      "--plateau-patience", "2", "--plateau-threshold", "0.01",
+                                      "--warmup-until-error", "0.5",
+                                      "--warmup-max-iterations", "7", "--freeze", "stem"])
+    cfg = resolve_config("cifar10-paper", **overrides_from_args(args))
+    assert (cfg.flip, cfg.pad, cfg.gamma, cfg.plateau_patience, cfg.plateau_threshold,
+            cfg.warmup_until_error, cfg.warmup_max_iterations, cfg.freeze) == \
+        (False, 0, 0.2, 2, 0.01, 0.5, 7, ("stem",))

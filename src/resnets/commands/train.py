@@ -1,81 +1,51 @@
-"""`resnets train`: train a CIFAR ResNet with a recipe (default: the paper's CIFAR-10 recipe)."""
+"""`resnets train`: train a CIFAR ResNet with a recipe (default: the paper's CIFAR-10 recipe).
+
+Every flag of the "recipe overrides" group is derived from a `TrainConfig` field (its help,
+choices and how a value is spelled are declared there, once); `--shortcut` and `--unit` fill
+``model_kwargs``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
 
-from ..config import field_docs, list_recipes, read_recipe, resolve_config
+from ..config import (
+    CHOICES,
+    DEVICE_PATTERN,
+    OPTIONS,
+    field_docs,
+    list_recipes,
+    read_recipe,
+    resolve_config,
+    value_type,
+)
 from ..errors import UserError
 
-# CLI flag -> TrainConfig field, for the options that map one to one.
-FIELDS = {
-    "model": str, "data": str, "cache_dir": str, "iterations": int, "batch_size": int,
-    "lr": float, "warmup_lr": float, "momentum": float, "weight_decay": float,
-    "val_split": int, "train_subset": int, "seed": int, "device": str, "precision": str,
-    "log_every": int, "eval_every": int, "save_every": int, "max_nonfinite": int,
-    "normalization": str, "init": str, "num_classes": int, "pipeline": str, "crop_size": int,
-    "eval_resize": int, "lighting": float, "workers": int, "schedule": str,
-}
-
-# Fields with a fixed set of values: argparse refuses anything else before a run starts, and
-# the help lists them. (TrainConfig checks them again for values that come from recipes.)
-CHOICES = {
-    "precision": ("auto", "fp32", "bf16"),
-    "normalization": ("per_pixel_mean", "channel_mean_std"),
-    "pipeline": ("auto", "device", "folder"),
-    "schedule": ("steps", "plateau"),
-}
-
-# Help where a field's comment in TrainConfig is too terse to stand alone on the command line.
-HELP = {
-    "normalization": "per_pixel_mean: subtract the training split's mean image (the paper); "
-                     "channel_mean_std: per-channel mean and std",
-    "pipeline": "device: the decoded uint8 set lives on the device (CIFAR); folder: files "
-                "decoded by DataLoader workers (ImageNet); auto: device for the CIFAR family, "
-                "folder for ImageNet nets",
-    "device": "auto (CUDA when there is one, else cpu) | cpu | cuda | cuda:N",
-    "channels_last": "channels_last memory format for the net and its inputs; auto: on "
-                     "wherever bf16 is native (CUDA, AVX512-BF16 CPUs)",
-    "data": "dataset: a CIFAR-10 python release (.tar.gz or folder), an image folder "
-            "ROOT/<class>/<image>, or a .tar archive of one; none: download CIFAR-10 into "
-            "the cache",
-    "cache_dir": "decoded-data cache (none: $RESNETS_CACHE, else ~/.cache/resnets)",
-    "seed": "seeds init, split, data order and augmentation; 0 to 2**63-1",
-}
-
 DEFAULT_RECIPE = "cifar10-paper"
-_MAX_SEED = 2**63 - 1  # torch and the data order take seeds as 64-bit integers
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= _MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: a seed is a whole number "
-                                         f"from 0 to 2**63-1 ({_MAX_SEED})")
-    return value
+def argparse_type(name: str):
+    """How argparse reads a value of field ``name``: the field's own parser (its ValueError
+    becomes argparse's message), else its type (int, float, str)."""
+    parse = OPTIONS[name].metadata["parse"]
+    if parse is None:
+        return value_type(name)
 
-
-def _int_list(what: str, count: int | None = None):
-    """An argparse type: comma-separated whole numbers (exactly ``count`` when given)."""
-
-    def parse(text: str) -> list[int]:
-        parts = [p.strip() for p in text.split(",")]
+    def read(text: str):
         try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            values = None
-        if values is None or (count is not None and len(values) != count):
-            n = f"{count} " if count is not None else ""
-            raise argparse.ArgumentTypeError(f"expected {what} ({n}comma-separated whole "
-                                             f"numbers), got {text!r}")
-        return values
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    parse.__name__ = what  # argparse names the type in some messages
-    return parse
+    read.__name__ = parse.__name__  # argparse names the type in some messages
+    return read
+
+
+# Fields with a flag of their own; FIELDS: those whose value is one number or word.
+FLAG_FIELDS = tuple(name for name, f in OPTIONS.items() if f.metadata["flag"])
+FIELDS = {name: argparse_type(name) for name in FLAG_FIELDS
+          if value_type(name) in (int, float, str)}
 
 
 def _shown(value) -> str:
@@ -93,6 +63,9 @@ def _default_help(name: str, defaults, per_model: dict) -> str:
     """'(default: V)' from the default recipe, with the values it sets for some models."""
     value = getattr(defaults, name)
     shown = "auto" if name == "channels_last" and value is None else _shown(value)
+    if name == "milestones":
+        shown += (f" for {_shown(defaults.iterations)} iterations, rescaled when --iterations "
+                  f"is given")
     special = {}
     for model, table in per_model.items():
         if name in table:
@@ -101,11 +74,21 @@ def _default_help(name: str, defaults, per_model: dict) -> str:
     return f"(default: {shown}{extra})"
 
 
-def _help(name: str, docs: dict[str, str], defaults, per_model: dict) -> str:
-    doc = HELP.get(name) or docs.get(name, "")
+def option_help(name: str, default: str = "") -> str:
+    """The field's help text for argparse, followed by ``default``."""
+    doc = field_docs()[name]
     if name in CHOICES:  # "auto | fp32 | bf16" repeats what argparse lists: keep the rest
         doc = re.sub(r"\s*\|\s*", ", ", doc)
-    return f"{doc} {_default_help(name, defaults, per_model)}".strip().replace("%", "%%")
+    return f"{doc} {default}".strip().replace("%", "%%")
+
+
+def add_option(group, name: str, default_help: str = "") -> None:
+    """Add the flag of `TrainConfig` field ``name`` (``--name-with-dashes``) to ``group``;
+    left out, it is None (the recipe's value stands)."""
+    flag = "--" + name.replace("_", "-")
+    kwargs = ({"action": argparse.BooleanOptionalAction} if value_type(name) is bool else
+              {"type": argparse_type(name), "choices": CHOICES.get(name)})
+    group.add_argument(flag, default=None, help=option_help(name, default_help), **kwargs)
 
 
 def register(sub) -> None:
@@ -130,47 +113,23 @@ def register(sub) -> None:
         f"Each flag overrides one value of the recipe. The defaults shown are those of the "
         f"default recipe, {DEFAULT_RECIPE} (the paper's CIFAR-10 recipe); another --recipe "
         f"has its own (see src/resnets/recipes/).")
-    docs = field_docs()
     defaults = resolve_config(DEFAULT_RECIPE)
     per_model = read_recipe(DEFAULT_RECIPE).get("model_overrides", {})
-
-    def helped(name: str, **kwargs) -> None:
-        flag = "--" + name.replace("_", "-")
-        g.add_argument(flag, default=None, help=_help(name, docs, defaults, per_model),
-                       **kwargs)
-
-    for name, typ in FIELDS.items():
-        helped(name, type=_seed if name == "seed" else typ, choices=CHOICES.get(name))
-    g.add_argument("--milestones", type=_int_list("iterations"), default=None,
-                   help=f"comma-separated iterations where lr is multiplied by gamma "
-                        f"(default: {_shown(defaults.milestones)} for "
-                        f"{_shown(defaults.iterations)} iterations, rescaled when "
-                        f"--iterations is given)")
+    for name in FLAG_FIELDS:
+        add_option(g, name, _default_help(name, defaults, per_model))
+    # model_kwargs, one flag per keyword
     g.add_argument("--shortcut", choices=["A", "B", "C"],
                    help="shortcut option of the model: A zero-padding identity, B projections "
                         "where dimensions change, C projections everywhere (default: the "
                         "model's)")
     g.add_argument("--unit", help="residual-unit variant, e.g. full_preact (default: the "
                                   "model's)")
-    for name in ("channels_last", "compile", "deterministic", "skip_bad_images", "sync_bn"):
-        helped(name, action=argparse.BooleanOptionalAction)
-    g.add_argument("--freeze", type=lambda s: [v for v in s.split(",") if v], default=None,
-                   help="fine-tuning: comma-separated parts kept fixed (stem,layer1,...) "
-                        "(default: none)")
-    g.add_argument("--scale-range", type=_int_list("LO,HI", 2), default=None,
-                   help=f"folder pipeline: LO,HI of the random shorter side "
-                        f"(default: {_shown(defaults.scale_range)})")
     p.set_defaults(func=run)
-
-
-# Flags with their own argparse definitions (not in FIELDS) that also override the recipe.
-OTHER_OVERRIDES = ("milestones", "channels_last", "compile", "deterministic", "skip_bad_images",
-                   "freeze", "sync_bn", "scale_range")
 
 
 def overrides_from_args(args) -> dict:
     """The recipe overrides the user actually gave (flags left out are absent)."""
-    overrides = {name: getattr(args, name) for name in (*FIELDS, *OTHER_OVERRIDES)
+    overrides = {name: getattr(args, name) for name in FLAG_FIELDS
                  if getattr(args, name) is not None}
     model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
     if model_kwargs:
@@ -178,9 +137,8 @@ def overrides_from_args(args) -> dict:
     return overrides
 
 
-# What torch can train on here: "mps" or "meta" are torch devices too, but they would fail
-# deep inside the run with a traceback.
-_TRAINING_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# Why some torch devices are refused: "mps" or "meta" are torch devices too, but they would
+# fail deep inside the run with a traceback.
 _DEVICE_NOTES = {
     "mps": " Apple GPUs (mps) are not supported; --device cpu runs on this machine.",
     "meta": " 'meta' tensors hold no data: nothing can be trained on them.",
@@ -189,13 +147,14 @@ _DEVICE_NOTES = {
 
 def check_device(name: str | None) -> None:
     """Refuse a --device that no run can use, before anything is built."""
-    if name is not None and not _TRAINING_DEVICE.fullmatch(name):
+    if name is not None and not DEVICE_PATTERN.fullmatch(name):
         note = _DEVICE_NOTES.get(name.split(":")[0], "")
         raise UserError(f"unknown device {name!r} for --device: use auto, cpu, cuda or "
                         f"cuda:N.{note}")
 
 
 def run(args) -> int:
+    # The trainer pulls in torch and every layer below it: only a training run pays for it.
     from ..train.loop import Trainer
 
     check_device(args.device)
