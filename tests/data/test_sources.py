@@ -412,3 +412,12 @@ def test_shared_cifar10_archive(cifar_jpg_set, shared_cifar_tar, data_cache_dir,
     calls = _spy_on_decoding(monkeypatch)
     again = load_image_set(shared_cifar_tar, cache_dir=data_cache_dir)
     assert calls == [] and torch.equal(again.images, data.images)
+
+
+def test_flat_image_folder_has_no_test_split(tmp_path):
+    # A flat <class>/<image> tree is training data: as a "test split" it would report
+    # training images as test error.
+    _save(tmp_path / "tree/a/x.png", Image.new("RGB", (32, 32)))
+    assert len(load_image_set(tmp_path / "tree", split="train", cache_dir=tmp_path / "c")) == 1
+    with pytest.raises(DataError, match="has no test/ folder, so it has no test split"):
+        load_image_set(tmp_path / "tree", split="test", cache_dir=tmp_path / "cache")

@@ -157,3 +157,51 @@ def test_seeds_take_a_count_or_a_list(tmp_path, capsys):
     for bad in ("0", "a,b", "1,1", "-1,"):
         assert main(["experiment", "table6", "--out", str(tmp_path), f"--seeds={bad}"]) == 2
         assert "--seeds takes a count N" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def split_folder(tmp_path_factory):
+    """Colour classes as ROOT/train/<class> and ROOT/test/<class>: a source with a test split."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("with-test")
+    rng = np.random.default_rng(1)
+    palette = rng.integers(0, 256, size=(10, 3))
+    for split, n in (("train", 20), ("test", 6)):
+        for c in range(10):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(palette[c] + rng.normal(0, 40, size=(32, 32, 3)), 0, 255)
+                Image.fromarray(img.astype(np.uint8)).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_table6_final_protocol_trains_on_all_images_and_reports_test_error(split_folder,
+                                                                            tmp_path):
+    out = tmp_path / "t6"
+    base = {**TINY, "val_split": 0, "data": str(split_folder),
+            "cache_dir": str(tmp_path / "cache")}
+    summary = run_experiment(build("table6", depths="8", seeds=2, out=out), out=out,
+                             preset="cpu-mini", overrides=base, quiet=True, test=True)
+    rows = summary["rows"]
+    assert all(r["val_error"] is None and 0 <= r["test_error"] <= 1 for r in rows)
+    config = json.loads((out / "resnet8-seed0" / "config.json").read_text())
+    assert config["run"]["train_images"] == 200 and config["run"]["val_images"] == 0
+    table = (out / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| depth |"))
+    assert header.endswith("| our test error mean ± std (%) |")
+    row = next(line for line in table.splitlines() if line.startswith("| 8 |"))
+    errs = [100 * r["test_error"] for r in rows]
+    mean = sum(errs) / 2
+    std = abs(errs[0] - errs[1]) / 2 ** 0.5
+    assert row.endswith(f"| {mean:.2f} ± {std:.2f} |") and "| 0 | - | - | - | - |" in row
+    assert "Test error, where shown: the source's test split" in table
+
+
+def test_test_error_needs_a_source_with_a_test_split(color_folder, tmp_path):
+    out = tmp_path / "t6"
+    base = {**TINY, "data": str(color_folder), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(UserError, match="test"):
+        run_experiment(build("table6", depths="8", seeds=1, out=out), out=out,
+                       preset="cpu-mini", overrides=base, quiet=True, test=True)

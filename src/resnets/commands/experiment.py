@@ -46,6 +46,14 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="dataset source, as for `resnets train`")
     p.add_argument("--device", default=None)
     p.add_argument("--iterations", type=int, default=None, help="override the preset")
+    p.add_argument("--val-split", type=int, default=None,
+                   help="images held out for validation (default: the preset's; paper 5000). "
+                        "0 trains on every image: the paper's final Table 6 protocol, with "
+                        "--test")
+    p.add_argument("--test", action="store_true",
+                   help="also measure every finished net's final weights on the test split "
+                        "of --data (the official release, or a folder with test/); the table "
+                        "gets a test-error column")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
@@ -60,10 +68,10 @@ def run(args) -> int:
         args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]
     exp = build(args.name, depths=depths, seeds=args.seeds, out=out)
     overrides = {"data": args.data, "device": args.device, "iterations": args.iterations,
-                 "cache_dir": args.cache_dir}
+                 "cache_dir": args.cache_dir, "val_split": args.val_split}
     try:
         run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet,
-                       parallel=args.parallel, train=not args.summary_only)
+                       parallel=args.parallel, train=not args.summary_only, test=args.test)
     except ExperimentStopped as e:
         print(f"resnets experiment: {e}")
         return 0  # a requested stop with everything saved is not a failure

@@ -71,6 +71,13 @@ def plan_image_folder(files: list[str], dirs: set[str], split: str, unwrap: bool
         root = posixpath.join(root, split)
     else:
         others = [s for s in SPLITS if posixpath.join(root, s) in folders]
+        if split == "test" and not others:
+            # A flat <class>/<image> tree is training data: serving it as the test split
+            # would report training images as test error.
+            raise DataError(
+                f"{describe(root)} has no test/ folder, so it has no test split (a flat "
+                f"<class>/<image> tree is the training split). Add test/<class>/<image>, or "
+                f"evaluate on the held-out validation split (--split val).")
         if others:
             raise DataError(
                 f"{describe(root)} has a {others[0]}/ folder but no {split}/ folder, so it has "

@@ -22,8 +22,9 @@ from ..checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from ..config import TrainConfig, resolve_config
+from ..config import TrainConfig, rescale_milestones, resolve_config
 from ..errors import UserError
+from ..eval.run import evaluate_checkpoint
 from ..models import count_params, create_model
 from ..train.loop import Trainer
 from ..version import versions
@@ -126,10 +127,14 @@ def finalize_run(run_dir: Path, iterations: int) -> Path | None:
 
 
 def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
-                   quiet: bool = False, parallel: int = 1, train: bool = True) -> dict:
+                   quiet: bool = False, parallel: int = 1, train: bool = True,
+                   test: bool = False) -> dict:
     """Train every variant not yet finished (``parallel`` at a time), then summarise.
 
-    ``train=False`` only summarises what the run directories hold (finished or not)."""
+    ``train=False`` only summarises what the run directories hold (finished or not).
+    ``test=True`` also measures every finished net's final weights on the test split of the
+    data (the paper's final protocol: choose the schedule on 45k/5k, then train on all 50k
+    with ``val_split=0`` and report test error); the source must have a test split."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}: use {' or '.join(PRESETS)}.")
     if parallel < 1:
@@ -140,8 +145,8 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
     preset_its = PRESETS[preset].get("iterations")
     if "iterations" in given and "milestones" not in given and preset_its:
         # A longer or shorter preset keeps its schedule's shape (lr drop at 75%).
-        base["milestones"] = [round(m * given["iterations"] / preset_its)
-                              for m in PRESETS[preset]["milestones"]]
+        base["milestones"] = rescale_milestones(PRESETS[preset]["milestones"], preset_its,
+                                                given["iterations"])
     configs = {v.label: variant_config(v, base) for v in exp.variants}
     start = time.time()
     todo = [v for v in exp.variants if not _finished(out / v.label, configs[v.label])]
@@ -152,6 +157,10 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
         for v in exp.variants:
             finalize_run(out / v.label, configs[v.label].iterations)
     rows = [variant_row(v, configs[v.label], out / v.label) for v in exp.variants]
+    if test:
+        for row in rows:
+            row["test_error"] = _test_error(out / row["run_dir"], configs[row["label"]]) \
+                if row["finished"] else None
     summary = {"experiment": exp.name, "title": exp.title, "preset": preset,
                "settings": base, "rows": rows, "versions": versions(),
                "wall_s": time.time() - start, "complete": all(r["finished"] for r in rows)}
@@ -165,6 +174,14 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
                                 f"runs are saved in {out}. Run the same command again to "
                                 f"continue.")
     return summary
+
+
+def _test_error(run_dir: Path, cfg: TrainConfig) -> float:
+    """Top-1 error of a finished run's final weights on the test split of its data."""
+    weights = next(run_dir / n for n in (FINAL, LAST) if (run_dir / n).is_file())
+    res = evaluate_checkpoint(str(weights), data=cfg.data, split="test", device=cfg.device,
+                              cache_dir=cfg.cache_dir)
+    return res["top1_error"]
 
 
 def _train(exp: Experiment, todo: list[Variant], configs: dict, out: Path, quiet: bool,
