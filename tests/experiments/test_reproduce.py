@@ -111,3 +111,16 @@ def test_ordering_checks_say_what_the_numbers_show():
     checks = {c["claim"]: c["holds"] for c in ordering_checks(rows)}
     assert not checks["ResNet-56 has a lower training error than ResNet-20"]
     assert ordering_checks([_row("resnet20", 0.1, 0.2)]) == []  # nothing to compare yet
+
+
+def test_parallel_default_is_one_on_a_cpu_and_by_memory_on_a_gpu(monkeypatch):
+    from resnets.experiments import parallel
+
+    assert parallel.default_parallel("cpu", 6) == 1
+    gib = 1024**3
+    monkeypatch.setattr(parallel, "resolve_device", lambda d: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (139 * gib, 141 * gib))
+    assert parallel.default_parallel("cuda", 7) == 7  # an H200 holds every run of the list
+    assert parallel.default_parallel("cuda", 100) == int(0.8 * 139 * gib) // (2 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (gib, 8 * gib))
+    assert parallel.default_parallel("cuda", 7) == 1

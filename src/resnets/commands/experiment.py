@@ -34,9 +34,10 @@ def register(sub) -> None:
     p.add_argument("--nets", default=None,
                    help="paper-cifar: comma-separated nets (default: resnet20, plain20, "
                         "resnet56, plain56, resnet32, resnet44)")
-    p.add_argument("--parallel", type=int, default=1,
+    p.add_argument("--parallel", type=int, default=None,
                    help="runs trained at once, one process each (CPU threads are split "
-                        "between them; default 1)")
+                        "between them). Default: 1 on a CPU; on a GPU as many as its free "
+                        "memory holds (2 GiB per run)")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing: rebuild summary.json, table.md and figures from the "
                         "run directories as they are")
@@ -61,6 +62,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..experiments.catalog import build
+    from ..experiments.parallel import default_parallel
     from ..experiments.runner import ExperimentStopped, run_experiment
 
     out = Path(args.out)
@@ -71,7 +73,9 @@ def run(args) -> int:
                  "cache_dir": args.cache_dir, "val_split": args.val_split}
     try:
         run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet,
-                       parallel=args.parallel, train=not args.summary_only, test=args.test)
+                       parallel=args.parallel or default_parallel(args.device or "auto",
+                                                                  len(exp.variants)),
+                       train=not args.summary_only, test=args.test)
     except ExperimentStopped as e:
         print(f"resnets experiment: {e}")
         return 0  # a requested stop with everything saved is not a failure

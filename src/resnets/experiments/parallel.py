@@ -20,7 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..config import TrainConfig
+from ..device import resolve_device
 
 
 def log_path(run_dir: Path) -> Path:
@@ -36,6 +39,20 @@ class Job:
     process: subprocess.Popen | None = None
     log: object = None
     exit_code: int | None = None
+
+
+GPU_BYTES_PER_RUN = 2 * 1024**3  # a CIFAR run: CUDA context, the uint8 set, activations
+
+
+def default_parallel(device: str, runs: int) -> int:
+    """Runs at once when ``--parallel`` is not given: 1 on a CPU (its cores are the limit:
+    split them with --parallel N on purpose), and on a GPU as many as its free memory holds
+    at `GPU_BYTES_PER_RUN` each, at most ``runs``."""
+    dev = resolve_device(device)
+    if dev.type != "cuda" or runs < 1:
+        return 1
+    free, _ = torch.cuda.mem_get_info(dev)
+    return max(1, min(runs, int(0.8 * free) // GPU_BYTES_PER_RUN))
 
 
 def threads_per_worker(parallel: int) -> int:
