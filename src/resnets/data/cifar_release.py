@@ -73,61 +73,7 @@ def load_torchvision(cache: Path, split: str, download: bool,
 
 
 # --------------------------------------------------------------------------------------------
-# The release, read safely
-
-
-def _numpy_global(module: str, name: str) -> object:
-    # numpy 2 moved numpy.core to numpy._core; old pickles name the old place.
-    for candidate in (module.replace("numpy.core", "numpy._core"), module):
-        try:
-            return getattr(importlib.import_module(candidate), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"{module}.{name} is not available in this numpy")
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can only rebuild numpy arrays, numpy scalars and plain containers.
-
-    Unpickling calls whatever function the file names, so an unrestricted load of a
-    downloaded file would run code chosen by its author. The CIFAR batches only need the
-    globals below; anything else is refused.
-    """
-
-    _ALLOWED = frozenset({
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    })
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if module == "_codecs":
-            return importlib.import_module("codecs").encode
-        return _numpy_global(module, name)
-
-
-def _unpickle(stream: BinaryIO, shown: str) -> dict:
-    """Load one official batch or meta file, allowing numpy arrays only."""
-    try:
-        obj = _ArrayOnlyUnpickler(stream, encoding="bytes").load()
-    except Exception as err:  # a corrupt pickle can fail in many ways; all are bad input
-        raise DataError(
-            f"{shown} is not a readable CIFAR-10 batch ({type(err).__name__}: {err}). The "
-            f"python release holds pickled dicts of numpy arrays only; re-download "
-            f"cifar-10-python.tar.gz or point --data elsewhere.") from err
-    if not isinstance(obj, dict):
-        raise DataError(f"{shown} holds a {type(obj).__name__}, expected the dict of a CIFAR-10 "
-                        f"batch. Re-download cifar-10-python.tar.gz.")
-    # Python 2 wrote byte-string keys; a batch re-saved by Python 3 may use str keys.
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+# The official release
 
 
 def find_release_dir(path: Path) -> Path | None:
@@ -248,3 +194,61 @@ def _resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
                                 align_corners=False, antialias=True)
         chunks.append(resized.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Its pickles, loaded without running code
+
+
+def _numpy_global(module: str, name: str) -> object:
+    # numpy 2 moved numpy.core to numpy._core; old pickles name the old place.
+    for candidate in (module.replace("numpy.core", "numpy._core"), module):
+        try:
+            return getattr(importlib.import_module(candidate), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"{module}.{name} is not available in this numpy")
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can only rebuild numpy arrays, numpy scalars and plain containers.
+
+    Unpickling calls whatever function the file names, so an unrestricted load of a
+    downloaded file would run code chosen by its author. The CIFAR batches only need the
+    globals below; anything else is refused.
+    """
+
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    })
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if module == "_codecs":
+            return importlib.import_module("codecs").encode
+        return _numpy_global(module, name)
+
+
+def _unpickle(stream: BinaryIO, shown: str) -> dict:
+    """Load one official batch or meta file, allowing numpy arrays only."""
+    try:
+        obj = _ArrayOnlyUnpickler(stream, encoding="bytes").load()
+    except Exception as err:  # a corrupt pickle can fail in many ways; all are bad input
+        raise DataError(
+            f"{shown} is not a readable CIFAR-10 batch ({type(err).__name__}: {err}). The "
+            f"python release holds pickled dicts of numpy arrays only; re-download "
+            f"cifar-10-python.tar.gz or point --data elsewhere.") from err
+    if not isinstance(obj, dict):
+        raise DataError(f"{shown} holds a {type(obj).__name__}, expected the dict of a CIFAR-10 "
+                        f"batch. Re-download cifar-10-python.tar.gz.")
+    # Python 2 wrote byte-string keys; a batch re-saved by Python 3 may use str keys.
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
