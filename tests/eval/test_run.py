@@ -122,3 +122,39 @@ def test_eval_of_an_akamaster_import(checkpoints, color_folder, tmp_path, capsys
     assert res["n"] == N_IMAGES and res["model"] == "resnet8"
     assert int(_total(res).sum()) == N_IMAGES
     assert read_checkpoint(out).meta["normalization"]["kind"] == "channel_mean_std"
+
+
+def test_eval_recreates_the_images_a_subset_run_trained_and_validated_on(color_folder, tmp_path,
+                                                                         capsys):
+    """A run with --train-subset and --skip-bad-images: `resnets eval --split val` scores the
+    very images the run validated on (its count and its last val error), `--split train` the
+    subset it trained on. An unreadable file sorts first in its class, so without skipping it
+    again every index after it would point at another image."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(color_folder, data)
+    first_class = sorted(p.name for p in data.iterdir())[0]
+    (data / first_class / "0-broken.png").write_bytes(b"not an image")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--data", str(data), "--cache-dir",
+                 str(tmp_path / "cache"), "--iterations", "4", "--batch-size", "16",
+                 "--val-split", str(N_VAL), "--train-subset", "64", "--skip-bad-images",
+                 "--eval-every", "4", "--save-every", "4", "--log-every", "2",
+                 "--device", "cpu", "--precision", "fp32", "--no-channels-last",
+                 "--deterministic", "--out", str(out), "--quiet"]) == 0
+    last_val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["kind"] == "val"][-1]
+    capsys.readouterr()
+
+    def evaluate(split: str) -> dict:
+        assert main(["eval", "--checkpoint", str(out / "last.safetensors"), "--data", str(data),
+                     "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                     "--split", split, "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    val = evaluate("val")
+    assert val["n"] == N_VAL
+    assert val["top1_error"] == pytest.approx(last_val["val_error"], abs=1e-9)
+    assert val["loss"] == pytest.approx(last_val["val_loss"], rel=1e-5)
+    assert evaluate("train")["n"] == 64

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from ..checkpoint import load_checkpoint
-from ..data import DeviceLoader, Normalization, load_image_set, split_indices
+from ..data import DeviceLoader, Normalization, load_image_set
 from ..device import resolve_device
 from ..errors import DataError
 from .evaluate import evaluate
+from .run_split import run_split
 
 
 def checkpoint_split(meta: dict, *, data: str | None, split: str,
                      cache_dir: str | None = None) -> tuple:
     """``(images, labels, source)`` of ``split`` of ``data`` (default: CIFAR-10 via torchvision).
 
-    ``val`` and ``train`` re-create the checkpoint run's held-out split (same size and seed).
+    ``val`` and ``train`` re-create the images the checkpoint's run validated and trained on
+    (`run_split`: same held-out size, seed and training subset; unreadable files skipped
+    again where the run skipped them).
     A checkpoint without a training config (imported weights, kind ``"weights"``) was never
     trained here: ``data`` must be given, ``train`` is every training image of it and
     ``test`` its test split; it has no ``val`` split. The data's classes must be the
@@ -28,7 +31,8 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
         # being read: a checkpoint's config.data / cache_dir are a record, not a place to go.
         source = data
     image_set = load_image_set(source, split="test" if split == "test" else "train",
-                               cache_dir=cache_dir)
+                               cache_dir=cache_dir,
+                               skip_bad_images=bool(cfg.get("skip_bad_images", False)))
     if list(image_set.classes) != list(meta["classes"]):
         raise DataError(
             f"the classes of {image_set.source} ({', '.join(image_set.classes)}) do not match "
@@ -36,7 +40,9 @@ def checkpoint_split(meta: dict, *, data: str | None, split: str,
             f"class folders, or fine-tune the checkpoint on this data first.")
     images, labels = image_set.images, image_set.labels
     if split != "test" and cfg:
-        train_idx, val_idx = split_indices(len(labels), cfg["val_split"], cfg["seed"])
+        train_idx, val_idx = run_split(len(labels), val_split=cfg["val_split"], seed=cfg["seed"],
+                                       train_subset=cfg.get("train_subset"),
+                                       source=image_set.source)
         idx = val_idx if split == "val" else train_idx
         if len(idx) == 0:
             raise DataError("the checkpoint's run used --val-split 0, so there is no val split;"

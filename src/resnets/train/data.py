@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import torch
 
 from ..config import TrainConfig
-from ..data import DeviceLoader, Normalization, load_image_set, split_indices
+from ..data import DeviceLoader, Normalization, load_image_set
 from ..errors import UserError
+from ..eval.run_split import run_split
 from ..models import model_info
 from .distributed import DistEnv
 
@@ -53,29 +54,13 @@ def build_train_data(cfg: TrainConfig, device: torch.device, channels_last: bool
     return FolderData(cfg, device, channels_last, env)
 
 
-def _check_val_split(val_split: int, n: int, source: str) -> None:
-    if val_split >= n:
-        raise UserError(f"--val-split {val_split} leaves no training images: the data "
-                        f"({source}) holds only {n}.")
-
-
-def _subset(train_idx: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
-    """A fixed, seeded subset: the same images for every run with this seed."""
-    if size is None or size >= len(train_idx):
-        return train_idx
-    g = torch.Generator().manual_seed(seed + 1)
-    return train_idx[torch.randperm(len(train_idx), generator=g)[:size].sort().values]
-
-
 class DeviceData(TrainData):
     def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
                  env: DistEnv):
         data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir,
                               skip_bad_images=cfg.skip_bad_images)
-        n = len(data.labels)
-        _check_val_split(cfg.val_split, n, data.source)
-        train_idx, val_idx = split_indices(n, cfg.val_split, cfg.seed)
-        train_idx = _subset(train_idx, cfg.train_subset, cfg.seed)
+        train_idx, val_idx = run_split(len(data.labels), val_split=cfg.val_split, seed=cfg.seed,
+                                       train_subset=cfg.train_subset, source=data.source)
         self.classes, self.source = list(data.classes), data.source
         self.skipped = list(data.skipped)
         train_images = data.images[train_idx]
@@ -141,20 +126,16 @@ class FolderData(TrainData):
         train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
         self.classes, self.skipped = list(train_set.classes), train_set.skipped
         self.source = f"image folder {root}"
-        n = len(train_set)
+        train_idx, val_idx = run_split(len(train_set), val_split=cfg.val_split, seed=cfg.seed,
+                                       train_subset=cfg.train_subset, source=self.source)
         val_set = None
         if cfg.val_split:
-            _check_val_split(cfg.val_split, n, self.source)
-            train_idx, val_idx = split_indices(n, cfg.val_split, cfg.seed)
             plain = FolderDataset(root, split, eval_tf, skip_bad_images=cfg.skip_bad_images)
             val_set = Subset(plain, val_idx.tolist())
-        else:
-            train_idx = torch.arange(n)
-            if split and (root / "val").is_dir():
-                val_set = FolderDataset(root, "val", eval_tf, skip_bad_images=cfg.skip_bad_images)
-                if list(val_set.classes) != self.classes:
-                    raise UserError(f"{root}/val has other class folders than {root}/train.")
-        train_idx = _subset(train_idx, cfg.train_subset, cfg.seed)
+        elif split and (root / "val").is_dir():
+            val_set = FolderDataset(root, "val", eval_tf, skip_bad_images=cfg.skip_bad_images)
+            if list(val_set.classes) != self.classes:
+                raise UserError(f"{root}/val has other class folders than {root}/train.")
         train_subset = Subset(train_set, train_idx.tolist())
         self.loader = make_loader(train_subset, per_rank, train=True, seed=cfg.seed,
                                   workers=cfg.workers, distributed=env.enabled, rank=env.rank,
