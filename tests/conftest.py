@@ -3,7 +3,9 @@ tiny learnable image folder with a matching short training config."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def deadline():
+    """``with deadline(60):`` raises TimeoutError in the test when the block runs longer than
+    that: a test of a former hang fails instead of waiting forever (SIGALRM, main thread)."""
+
+    @contextlib.contextmanager
+    def limit(seconds: int = 60):
+        def expire(signum, frame):
+            raise TimeoutError(f"still running after {seconds} s: the code hangs")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return limit

@@ -6,7 +6,6 @@ Tests that hung before the fix run under `deadline`, which raises instead of wai
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import signal
@@ -27,20 +26,6 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGALRM") or not hasattr(os
                                 reason="needs POSIX signals, links and FIFOs")
 
 
-@contextlib.contextmanager
-def deadline(seconds: int = 60):
-    """Raise TimeoutError in the test if the block runs longer than ``seconds`` (a hang)."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: the code hangs")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _png(path: Path, value: int) -> None:
@@ -66,7 +51,7 @@ def _labels_by_value(data) -> dict[int, list[str]]:
 # ------------------------------------------------------------------ item: folder link loops
 
 
-def test_link_loops_in_a_class_folder_end_and_are_warned(tmp_path):
+def test_link_loops_in_a_class_folder_end_and_are_warned(tmp_path, deadline):
     root = _two_classes(tmp_path / "data")
     # Two links to the folder itself: os.walk(followlinks=True) branches twice per level.
     os.symlink(".", root / "cat" / "a")
@@ -78,7 +63,7 @@ def test_link_loops_in_a_class_folder_end_and_are_warned(tmp_path):
     assert str(root / "cat" / "a") in message and "already read" in message
 
 
-def test_link_out_of_a_class_folder_does_not_relabel_images(tmp_path):
+def test_link_out_of_a_class_folder_does_not_relabel_images(tmp_path, deadline):
     root = _two_classes(tmp_path / "data")
     os.symlink("..", root / "cat" / "up")  # would show dog/0.png as cat/up/dog/0.png
     os.symlink("../dog", root / "cat" / "dogs")  # would label dog's images cat
@@ -102,7 +87,7 @@ def test_linked_class_folders_are_still_followed(tmp_path):
     assert _labels_by_value(data) == {10: ["cat"], 200: ["dog"]}
 
 
-def test_a_class_folder_linking_to_the_root_is_skipped(tmp_path):
+def test_a_class_folder_linking_to_the_root_is_skipped(tmp_path, deadline):
     root = _two_classes(tmp_path / "data")
     os.symlink(".", root / "all")  # a "class" holding every other class
     with deadline(), pytest.warns(UserWarning, match="already read"):
@@ -110,7 +95,7 @@ def test_a_class_folder_linking_to_the_root_is_skipped(tmp_path):
     assert data.classes == ["cat", "dog"]
 
 
-def test_folder_dataset_survives_loops_and_links_out(tmp_path):
+def test_folder_dataset_survives_loops_and_links_out(tmp_path, deadline):
     """The folder pipeline (train/eval of ImageNet-family nets) walks with the same rules."""
     root = _two_classes(tmp_path / "data")
     os.symlink(".", root / "cat" / "a")
@@ -122,7 +107,7 @@ def test_folder_dataset_survives_loops_and_links_out(tmp_path):
     assert ds.samples == [(str(root / "cat" / "0.png"), 0), (str(root / "dog" / "0.png"), 1)]
 
 
-def test_list_files_ends_on_a_loop(tmp_path):
+def test_list_files_ends_on_a_loop(tmp_path, deadline):
     """The walker offered to other readers of folders (e.g. predict)."""
     root = _two_classes(tmp_path / "data")
     os.symlink("..", root / "cat" / "up")
@@ -230,7 +215,7 @@ def test_huge_file_in_a_folder_is_named_not_read(tmp_path):
 # ------------------------------------------------------------------------- item: FIFOs
 
 
-def test_fifo_as_data_is_refused(tmp_path, cli):
+def test_fifo_as_data_is_refused(tmp_path, cli, deadline):
     fifo = tmp_path / "data.tar"
     os.mkfifo(fifo)
     with deadline():
@@ -240,7 +225,7 @@ def test_fifo_as_data_is_refused(tmp_path, cli):
         in message
 
 
-def test_fifo_in_a_data_folder_is_a_bad_file(tmp_path):
+def test_fifo_in_a_data_folder_is_a_bad_file(tmp_path, deadline):
     root = _two_classes(tmp_path / "data")
     os.mkfifo(root / "cat" / "1.png")
     with deadline(), pytest.raises(DataError, match=r"1\.png: a named pipe \(FIFO\), not a "
@@ -252,7 +237,7 @@ def test_fifo_in_a_data_folder_is_a_bad_file(tmp_path):
     assert _labels_by_value(data) == {10: ["cat"], 200: ["dog"]}
 
 
-def test_fifo_in_the_folder_pipeline_is_a_bad_file(tmp_path):
+def test_fifo_in_the_folder_pipeline_is_a_bad_file(tmp_path, deadline):
     root = _two_classes(tmp_path / "data")
     os.mkfifo(root / "cat" / "1.png")
     ds = FolderDataset(root)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -249,19 +248,6 @@ def test_predict_cli_ensemble_refuses_other_classes_and_bad_weights(r8_checkpoin
     assert "finite and positive" in capsys.readouterr().err
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int = 60):
-    """Fail the test instead of hanging when the block runs longer than ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a read blocked")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _POSIX = pytest.mark.skipif(not hasattr(signal, "SIGALRM") or not hasattr(os, "mkfifo"),
@@ -269,12 +255,13 @@ _POSIX = pytest.mark.skipif(not hasattr(signal, "SIGALRM") or not hasattr(os, "m
 
 
 @_POSIX
-def test_fifo_input_is_a_named_failure_not_a_hang(r8_checkpoint, image_tree, tmp_path, capsys):
+def test_fifo_input_is_a_named_failure_not_a_hang(r8_checkpoint, image_tree, tmp_path, capsys,
+                                                  deadline):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     inside = image_tree / "sub" / "pipe.jpg"  # found by the folder search, then refused
     os.mkfifo(inside)
-    with _deadline():
+    with deadline():
         rc = main(["predict", "--checkpoint", str(r8_checkpoint), str(fifo),
                    str(image_tree / "a.png"), str(image_tree / "sub"), "--json",
                    "--device", "cpu"])
@@ -288,12 +275,12 @@ def test_fifo_input_is_a_named_failure_not_a_hang(r8_checkpoint, image_tree, tmp
 
 
 @_POSIX
-def test_folder_search_ends_on_a_link_loop(r8_checkpoint, tmp_path):
+def test_folder_search_ends_on_a_link_loop(r8_checkpoint, tmp_path, deadline):
     root = tmp_path / "imgs"
     (root / "cat").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "cat" / "1.png")
     (root / "cat" / "a").symlink_to(".", target_is_directory=True)  # cat/a -> cat
-    with _deadline(), pytest.warns(UserWarning, match="a folder already read"):
+    with deadline(), pytest.warns(UserWarning, match="a folder already read"):
         paths, missing = find_images([root])
     assert paths == [root / "cat" / "1.png"] and missing == []
     results = list(Predictor.from_checkpoint(r8_checkpoint).predict(paths))
