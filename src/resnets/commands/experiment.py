@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Default depths per (experiment, preset): the paper's, or ones 2 CPU cores finish in minutes.
-DEFAULT_DEPTHS = {
-    ("table6", "paper"): "20,32,44,56,110", ("table6", "cpu-mini"): "20,32",
-    ("degradation", "paper"): "20,32,44,56", ("degradation", "cpu-mini"): "20,56",
-    ("shortcuts", "paper"): "32", ("shortcuts", "cpu-mini"): "20",
-    ("preact", "paper"): "110", ("preact", "cpu-mini"): "20",
-    ("paper-cifar", "paper"): "", ("paper-cifar", "cpu-mini"): "",
+from .train import add_option
+
+# The training options an experiment may override (the rest come from its preset), with
+# what the flag adds to the option's help.
+OVERRIDES = {
+    "data": "(default: none)",
+    "device": "(default: auto)",
+    "iterations": "(default: the preset's; milestones move with it)",
+    "val_split": "(default: the preset's; paper 5000); with --test, 0 is the paper's final "
+                 "Table 6 protocol",
+    "cache_dir": "(default: none)",
 }
 
 
@@ -30,7 +34,9 @@ def register(sub) -> None:
                                     "paper-cifar"])
     p.add_argument("--out", required=True, help="experiment directory")
     p.add_argument("--preset", choices=["paper", "cpu-mini"], default="paper")
-    p.add_argument("--depths", default=None, help="comma-separated depths (default per preset)")
+    p.add_argument("--depths", default=None,
+                   help="comma-separated depths (default: the experiment's for the preset, "
+                        "catalog.DEFAULT_DEPTHS)")
     p.add_argument("--nets", default=None,
                    help="paper-cifar: comma-separated nets (default: resnet20, plain20, "
                         "resnet56, plain56, resnet32, resnet44)")
@@ -44,33 +50,27 @@ def register(sub) -> None:
     p.add_argument("--seeds", default="1",
                    help="runs per net: a count N (seeds 0..N-1) or a list such as 0,1,2 "
                         "(tables: n, mean ± std, best, worst; default 1)")
-    p.add_argument("--data", default=None, help="dataset source, as for `resnets train`")
-    p.add_argument("--device", default=None)
-    p.add_argument("--iterations", type=int, default=None, help="override the preset")
-    p.add_argument("--val-split", type=int, default=None,
-                   help="images held out for validation (default: the preset's; paper 5000). "
-                        "0 trains on every image: the paper's final Table 6 protocol, with "
-                        "--test")
+    for name, default in OVERRIDES.items():  # as `resnets train` spells them
+        add_option(p, name, default)
     p.add_argument("--test", action="store_true",
                    help="also measure every finished net's final weights on the test split "
                         "of --data (the official release, or a folder with test/); the table "
                         "gets a test-error column")
-    p.add_argument("--cache-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # The experiments import the trainer (torch and every layer below it): only this command
+    # pays for that, not the parser every `resnets` call builds.
     from ..experiments.catalog import build
     from ..experiments.parallel import default_parallel
     from ..experiments.runner import ExperimentStopped, run_experiment
 
     out = Path(args.out)
-    depths = args.nets if args.name == "paper-cifar" else \
-        args.depths or DEFAULT_DEPTHS[(args.name, args.preset)]
-    exp = build(args.name, depths=depths, seeds=args.seeds, out=out)
-    overrides = {"data": args.data, "device": args.device, "iterations": args.iterations,
-                 "cache_dir": args.cache_dir, "val_split": args.val_split}
+    depths = args.nets if args.name == "paper-cifar" else args.depths
+    exp = build(args.name, depths=depths, seeds=args.seeds, out=out, preset=args.preset)
+    overrides = {name: getattr(args, name) for name in OVERRIDES}
     try:
         run_experiment(exp, out=out, preset=args.preset, overrides=overrides, quiet=args.quiet,
                        parallel=args.parallel or default_parallel(args.device or "auto",
