@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import cpu_model, device_name, resolve_device
+from .device import autocast, cpu_model, device_name, resolve_device
 from .errors import UserError
 from .models import count_macs, create_model, model_info
 from .train.precision import choose as choose_precision
@@ -121,13 +121,13 @@ def make_step(model: nn.Module, *, batch_size: int, input_size: tuple[int, int, 
     y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    mixed = autocast(device, torch.bfloat16 if precision == "bf16" else None)
 
     if mode == "infer":
         model.eval()
 
         def step() -> None:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), mixed:
                 model(x)
 
         return step
@@ -136,7 +136,7 @@ def make_step(model: nn.Module, *, batch_size: int, input_size: tuple[int, int, 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def train_step() -> None:
-        with autocast:
+        with mixed:
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,6 +24,13 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
 
 
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> torch.autocast:
+    """The mixed-precision context of every forward pass: autocast to ``dtype`` (e.g.
+    ``torch.bfloat16``) on ``device``'s type, or a context that changes nothing for None."""
+    device_type = device if isinstance(device, str) else device.type
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's with its cores and torch's thread count."""
     if device.type == "cuda":

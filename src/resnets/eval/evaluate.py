@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import autocast
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 
 
@@ -26,8 +27,7 @@ def evaluate(
     loss_sum = top1 = top5 = None
     confusion = None
     for x, y in batches:
-        with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        with autocast(x.device, autocast_dtype):
             logits = model(x)
         logits = logits.float()
         batch = (F.cross_entropy(logits, y, reduction="sum"), topk_correct(logits, y, 1),

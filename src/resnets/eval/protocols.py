@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.device_loader import Normalization
+from ..device import autocast
 from ..errors import UserError
 from .metrics import topk_correct
 
@@ -238,8 +239,7 @@ class _ViewScorer:
         x = torch.stack(views)  # (B, C, h, w)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with autocast(x.device, self.amp_dtype):
             logits = self.model(x)
         probs = logits.float().softmax(dim=1)  # (B, classes)
         self.scores.index_add_(0, torch.tensor(owners, device=probs.device), probs)

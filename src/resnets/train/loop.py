@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
 from ..config import TrainConfig, merge_resumed_config
-from ..device import device_name
+from ..device import autocast, device_name
 from ..errors import CheckpointError, UserError
 from ..eval.evaluate import evaluate
 from ..models import model_info
@@ -251,8 +251,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of one batch (a seam for tests that inject faults)."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with autocast(self.device, self.amp_dtype):
             logits = self.step_model(x)
         logits = logits.float()
         return F.cross_entropy(logits, y), logits

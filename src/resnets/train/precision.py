@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..device import cpu_model
+from ..device import autocast, cpu_model
 from ..models import create_model, model_info
 
 PROBE_FILE = "precision-probe.json"
@@ -58,7 +58,7 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     times = []
     for i in range(WARMUP_STEPS + TIMED_STEPS):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast("cpu", torch.bfloat16 if bf16 else None):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
