@@ -15,7 +15,7 @@ def _commands():
         analyze,
         bench,
         check,
-        evaluate,
+        eval_checkpoints,
         experiment,
         export,
         import_weights,
@@ -26,7 +26,7 @@ def _commands():
         weights,
     )
 
-    return [models, weights, train, evaluate, experiment, analyze, report, predict,
+    return [models, weights, train, eval_checkpoints, experiment, analyze, report, predict,
             import_weights, export, bench, check]
 
 

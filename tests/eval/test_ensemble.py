@@ -14,8 +14,8 @@ from resnets.checkpoint import load_checkpoint, save_checkpoint
 from resnets.cli import main
 from resnets.data import Normalization, load_image_set
 from resnets.errors import UserError
+from resnets.eval.checkpoint_eval import evaluate_checkpoint
 from resnets.eval.ensemble import ensemble_weights, evaluate_ensemble
-from resnets.eval.run import evaluate_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

@@ -113,7 +113,7 @@ def test_unreadable_data_file(cli, trained, color_folder, tmp_path, deny):
 def test_os_error_on_a_path_the_user_gave(cli, trained, tmp_path, monkeypatch, error, where):
     """The safety net for readers that do not check their input: an OS error on or below a
     path of the command line (relative paths included) names the path and the option."""
-    from resnets.eval import run as eval_run
+    from resnets.eval import checkpoint_eval as eval_run
 
     def fail(*args, **kwargs):
         raise error
@@ -142,7 +142,7 @@ def test_out_below_a_file(cli, trained, color_folder, tmp_path):
 def test_programming_errors_keep_their_traceback(cli, trained, monkeypatch, error):
     """The boundary catches input errors only: an OS error on a path the user never gave, or
     any other exception, propagates with its traceback."""
-    from resnets.eval import run as eval_run
+    from resnets.eval import checkpoint_eval as eval_run
 
     def broken(*args, **kwargs):
         raise error
@@ -155,7 +155,7 @@ def test_programming_errors_keep_their_traceback(cli, trained, monkeypatch, erro
 def test_text_file_that_is_not_utf8_is_one_line(cli, trained, monkeypatch):
     """A reader that decodes a user's file as UTF-8 without naming it: the safety net says
     what the bytes were and how to fix the file."""
-    from resnets.eval import run as eval_run
+    from resnets.eval import checkpoint_eval as eval_run
 
     def read_classes(*args, **kwargs):
         b"cat\ndog\nm\xf6we\n".decode("utf-8")
@@ -234,7 +234,7 @@ def test_predict_failure_with_a_non_utf8_name(cli, trained, tmp_path):
 
 def test_encoding_error_of_a_name_is_one_line(cli, trained, monkeypatch):
     """Any output that meets a name with undecodable bytes: the safety net names it."""
-    from resnets.eval import run as eval_run
+    from resnets.eval import checkpoint_eval as eval_run
 
     def print_name(*args, **kwargs):
         f"class c{NOT_UTF8}".encode()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from resnets.checkpoint import LAST
-from resnets.eval import run as eval_run
+from resnets.eval import checkpoint_eval as eval_run
 
 
 class _Stop(Exception):

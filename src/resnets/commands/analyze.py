@@ -40,7 +40,7 @@ def run_responses(args) -> int:
     from ..data import DeviceLoader, Normalization
     from ..device import resolve_device
     from ..errors import UserError, printable
-    from ..eval.run import checkpoint_split
+    from ..eval.checkpoint_eval import checkpoint_split
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "

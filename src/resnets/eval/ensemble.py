@@ -2,8 +2,8 @@
 depth, 3.57% top-5 error): the class scores of the ensemble are the mean of its members'
 softmax probabilities, image by image.
 
-Every member is run by the single-checkpoint code (`resnets.eval.run`, the test protocols),
-with its own recorded preprocessing: normalization, image size, protocol views. Only the
+Every member is run by the single-checkpoint code (`resnets.eval.checkpoint_eval`, the test
+protocols), with its own recorded preprocessing: normalization, image size, protocol views. Only the
 probabilities meet: for a protocol each member first averages over its views, then the
 ensemble averages over members (optionally weighted), which is the mean over all of them.
 
@@ -25,9 +25,8 @@ from ..checkpoint import load_checkpoint, read_checkpoint
 from ..data import DeviceLoader, Normalization
 from ..device import resolve_device
 from ..errors import DataError, UserError
-from .evaluate import evaluate
-from .metrics import confusion_matrix, per_class_accuracy, topk_correct
-from .run import checkpoint_split, evaluate_folder
+from .checkpoint_eval import checkpoint_split, evaluate_folder
+from .metrics import confusion_matrix, evaluate, per_class_accuracy, topk_correct
 
 __all__ = ["check_same_classes", "ensemble_weights", "evaluate_ensemble", "score_probabilities"]
 
@@ -173,7 +172,8 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
     """Evaluate the ensemble of ``checkpoints`` (paths or shipped weight names) and each of
     its members on the same images.
 
-    Arguments as `resnets.eval.run.evaluate_checkpoint`; ``weights`` as `ensemble_weights`.
+    Arguments as `resnets.eval.checkpoint_eval.evaluate_checkpoint`; ``weights`` as
+    `ensemble_weights`.
 
     Returns:
         ``{"split", "data_source", "classes", "n", "note", "members": [...], "ensemble":

@@ -24,7 +24,7 @@ from ..checkpoint import (
 )
 from ..config import TrainConfig, rescale_milestones, resolve_config
 from ..errors import UserError
-from ..eval.run import evaluate_checkpoint
+from ..eval.checkpoint_eval import evaluate_checkpoint
 from ..models import count_params, create_model
 from ..train.loop import Trainer
 from ..version import versions

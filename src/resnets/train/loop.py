@@ -26,7 +26,7 @@ from ..checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save
 from ..config import TrainConfig, merge_resumed_config
 from ..device import autocast, device_name
 from ..errors import CheckpointError, UserError
-from ..eval.evaluate import evaluate
+from ..eval.metrics import evaluate
 from ..models import model_info
 from .build import (
     build_model,

@@ -12,7 +12,7 @@ import torch
 from resnets.checkpoint import load_checkpoint, read_checkpoint
 from resnets.cli import main
 from resnets.errors import DataError
-from resnets.eval.run import evaluate_checkpoint
+from resnets.eval.checkpoint_eval import evaluate_checkpoint
 from resnets.serve.weights import ImportedWeights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py

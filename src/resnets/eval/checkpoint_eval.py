@@ -6,7 +6,7 @@ from ..checkpoint import load_checkpoint
 from ..data import DeviceLoader, Normalization, load_image_set
 from ..device import resolve_device
 from ..errors import DataError
-from .evaluate import evaluate
+from .metrics import evaluate
 from .run_split import run_split
 
 

@@ -38,8 +38,9 @@ def register(sub) -> None:
                         "nets the analogues: the image; pad-4 corner/center crops + flips; "
                         "scales 32/40/48 + flips. Default: center")
     p.add_argument("--workers", type=int, default=4, help="decoding processes (folders)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the results (standard JSON: null "
-                        "for the accuracy of a class without samples)")
+    p.add_argument("--json", action="store_true",
+                   help="end with one JSON line of the results (standard JSON: null for the "
+                        "accuracy of a class without samples)")
     p.set_defaults(func=run)
 
 
@@ -68,7 +69,7 @@ def _accuracy(acc: float) -> str:
 
 def run(args) -> int:
     from ..errors import UserError, printable
-    from ..eval.run import evaluate_checkpoint
+    from ..eval.checkpoint_eval import evaluate_checkpoint
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
