@@ -8,7 +8,6 @@ errors on a held-out split of the training set.
 # Table 6: CIFAR-10 test error (%) of the residual nets; ResNet-110: best of 5 (mean 6.61+-0.16).
 TABLE6_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 TABLE6_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
-TABLE6_NOTES = {110: "best of 5 runs; mean 6.61 +- 0.16", 1202: "overfits (training error < 0.1%)"}
 
 # 1603.05027 Table 2: CIFAR-10 test error (%) of the residual-unit variants.
 PREACT_ERROR = {
