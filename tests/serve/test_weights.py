@@ -14,16 +14,14 @@ from safetensors.torch import save_file
 from torchvision.models import WeightsEnum
 
 from resnets import create_model
-from resnets.checkpoint import load_checkpoint
+from resnets.checkpoint import load_checkpoint, load_state_dict_for_model
 from resnets.cli import main
 from resnets.errors import CheckpointError
+from resnets.serve.from_akamaster import import_akamaster
+from resnets.serve.from_timm import import_timm
+from resnets.serve.from_torchvision import import_torchvision
 from resnets.serve.predict import Predictor
-from resnets.serve.weights import (
-    import_timm,
-    import_torchvision,
-    infer_model_name,
-    load_state_dict_for_model,
-)
+from resnets.serve.weights import infer_model_name
 
 
 def logits(model, x):
@@ -244,8 +242,6 @@ AKA_MEAN, AKA_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @pytest.mark.parametrize("n", [1, 3, 5, 18])  # resnet8, resnet20, resnet32, resnet110
 def test_akamaster_import_gives_the_same_logits(tmp_path, randomize_bn, n):
-    from resnets.serve.weights import import_akamaster
-
     ref, path = akamaster_file(tmp_path, n, randomize_bn, seed=n, counters=n != 3)
     imported = import_akamaster(path)
     assert imported.meta["model"] == f"resnet{6 * n + 2}" and not imported.dropped
@@ -289,8 +285,6 @@ def test_akamaster_cli_writes_a_checkpoint_with_its_normalization(tmp_path, rand
 
 
 def test_akamaster_refusals(tmp_path, randomize_bn, capsys):
-    from resnets.serve.weights import import_akamaster
-
     ref, path = akamaster_file(tmp_path, 1, randomize_bn)
     state = torch.load(path, weights_only=True)["state_dict"]
     # Option-B files have projection tensors: refused with their names.

@@ -41,12 +41,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import UserError
     from ..models import count_params
-    from ..serve.weights import (
-        TORCHVISION_PREFIX,
-        import_akamaster,
-        import_timm,
-        import_torchvision,
-    )
+    from ..serve.from_akamaster import import_akamaster
+    from ..serve.from_timm import import_timm
+    from ..serve.from_torchvision import import_torchvision
+    from ..serve.weights import TORCHVISION_PREFIX
 
     if Path(args.out).suffix != ".safetensors":  # checked before a long download
         raise UserError(f"--out {args.out}: resnets checkpoints are .safetensors files; name "

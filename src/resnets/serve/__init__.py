@@ -1,5 +1,6 @@
-"""Using trained nets: prediction on image files, weights from torchvision and timm, export
-to ONNX / TorchScript / torch.export, and detection backbones.
+"""Using trained nets: prediction on image files, weights from torchvision, timm and
+akamaster (`weights` and one `from_*` module per source), export to ONNX / TorchScript /
+torch.export, and detection backbones.
 
 Submodules are imported on use so that `import resnets` does not pay for torchvision's
 detection code or the ONNX exporter.
@@ -7,7 +8,8 @@ detection code or the ONNX exporter.
 
 import importlib
 
-_SUBMODULES = ("backbone", "export", "predict", "weights")
+_SUBMODULES = ("backbone", "export", "from_akamaster", "from_timm", "from_torchvision",
+               "predict", "weights")
 
 
 def __getattr__(name: str):
