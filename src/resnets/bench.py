@@ -233,7 +233,7 @@ def run_benchmark(
     torch.manual_seed(0)
     models = {"ours": create_model(name)}
     if compare_torchvision and name in TORCHVISION_NAMES:
-        import torchvision
+        import torchvision  # about a second to import; only this comparison needs it
 
         models["torchvision"] = getattr(torchvision.models, name)(weights=None)
     macs = {key: count_macs(model, input_size) for key, model in models.items()}

@@ -6,26 +6,24 @@ import argparse
 import os
 import sys
 
+from .commands import (
+    analyze,
+    bench,
+    check,
+    eval_checkpoints,
+    experiment,
+    export,
+    import_weights,
+    models,
+    predict,
+    report,
+    train,
+    weights,
+)
 from .errors import UserError, printable
 
 
 def _commands():
-    # Imported lazily per command module so `resnets models` does not pay for the trainer.
-    from .commands import (
-        analyze,
-        bench,
-        check,
-        eval_checkpoints,
-        experiment,
-        export,
-        import_weights,
-        models,
-        predict,
-        report,
-        train,
-        weights,
-    )
-
     return [models, weights, train, eval_checkpoints, experiment, analyze, report, predict,
             import_weights, export, bench, check]
 

@@ -49,6 +49,8 @@ def plot_panels(panels: dict[str, dict[str, list[dict]]], path: str | Path,
                 title: str = "") -> Path:
     """One axis per panel (e.g. plain | ResNet, as Fig. 6), each with several runs' curves;
     training error dashed, validation error solid. Returns the PNG path."""
+    # matplotlib is imported when a figure is drawn: it must pick its headless backend
+    # before pyplot loads, and the cost stays out of every `import resnets`
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display needed

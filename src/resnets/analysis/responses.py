@@ -92,7 +92,7 @@ def layer_response_std(model: nn.Module,
 
 def plot_responses(curves: dict[str, list[float]], path: str | Path) -> Path:
     """Fig. 7 style: std per layer in original order (top) and sorted descending (bottom)."""
-    import matplotlib
+    import matplotlib  # imported when drawn, as in curves.plot_panels
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

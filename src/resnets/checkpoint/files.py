@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import pickletools
 import random
 import re
 from dataclasses import dataclass, field
@@ -331,8 +333,6 @@ def _pickled_global(path: str | os.PathLike) -> str | None:
     Read with pickletools, which parses opcodes and runs nothing; torch's own error does not
     always get that far (it stops at opcodes its weights-only reader lacks).
     """
-    import pickletools
-
     strings: list[str] = []
     try:
         with open(path, "rb") as stream:
@@ -351,8 +351,6 @@ def _pickled_global(path: str | os.PathLike) -> str | None:
 
 def load_torch_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth`` file, with ``weights_only=True``: code in it is refused."""
-    import pickle
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

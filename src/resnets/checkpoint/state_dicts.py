@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import CheckpointError
@@ -30,8 +31,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                               f"published weights.")
     if path.suffix != ".safetensors":
         return load_torch_weights(path)
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             is_resnets = "resnets" in (f.metadata() or {})

@@ -5,6 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..analysis.responses import layer_response_std, plot_responses, responses_undefined
+from ..checkpoint import load_checkpoint
+from ..data import DeviceLoader, Normalization
+from ..device import resolve_device
+from ..errors import UserError, printable
+from ..eval.checkpoint_eval import checkpoint_split
+
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="analyses of trained nets (Fig. 7 layer responses)")
@@ -35,13 +42,6 @@ OUTPUTS = ("responses.json", "responses.png")
 
 
 def run_responses(args) -> int:
-    from ..analysis.responses import layer_response_std, plot_responses, responses_undefined
-    from ..checkpoint import load_checkpoint
-    from ..data import DeviceLoader, Normalization
-    from ..device import resolve_device
-    from ..errors import UserError, printable
-    from ..eval.checkpoint_eval import checkpoint_split
-
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
                         f"the default of 500, or lower it to save memory.")
@@ -80,8 +80,6 @@ def run_responses(args) -> int:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse an --out that is not a folder, or that holds results, unless ``overwrite``."""
-    from ..errors import UserError
-
     for parent in (out, *out.parents):
         if parent.exists() and not parent.is_dir():
             raise UserError(f"--out {out}: {parent} is a file, not a folder. Choose a folder "

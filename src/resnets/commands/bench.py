@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..bench import run_benchmark
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -41,8 +43,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bench import run_benchmark
-
     res = run_benchmark(
         args.model, batch_size=args.batch_size, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, mode=args.mode,

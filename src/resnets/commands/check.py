@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ..experiments.check import DEFAULT_TOLERANCE, check_run
+
 
 def register(sub) -> None:
-    from ..experiments.check import DEFAULT_TOLERANCE
-
     p = sub.add_parser(
         "check", help="compare a finished run with committed results of the same net",
         description="Compare the final validation error of RUN_DIR (a `resnets train` run "
@@ -29,8 +29,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.check import check_run
-
     result = check_run(args.run_dir, args.against, tolerance=args.tolerance)
     for line in result.details:
         print(line)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import math
 
+from ..errors import UserError, printable
+from ..eval import checkpoint_eval
+from ..eval.ensemble import evaluate_ensemble
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -47,8 +51,6 @@ def register(sub) -> None:
 def json_line(record) -> str:
     """``record`` as one line of standard JSON: NaN and inf (the accuracy of a class without
     samples) become null, and names that are not UTF-8 show their bytes as ``\\xNN``."""
-    from ..errors import printable
-
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -68,9 +70,6 @@ def _accuracy(acc: float) -> str:
 
 
 def run(args) -> int:
-    from ..errors import UserError, printable
-    from ..eval.checkpoint_eval import evaluate_checkpoint
-
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}. Leave it out for "
                         f"the default of 500, or lower it to save memory.")
@@ -80,10 +79,11 @@ def run(args) -> int:
                         f"{args.workers}.")
     if len(args.checkpoint) > 1 or args.weights is not None:
         return _run_ensemble(args)
-    res = evaluate_checkpoint(args.checkpoint[0], data=args.data, split=args.split,
-                              batch_size=args.batch_size, device=args.device,
-                              cache_dir=args.cache_dir, protocol=args.protocol,
-                              workers=args.workers)
+    # Looked up on the module at call time: tests replace it there.
+    res = checkpoint_eval.evaluate_checkpoint(
+        args.checkpoint[0], data=args.data, split=args.split, batch_size=args.batch_size,
+        device=args.device, cache_dir=args.cache_dir, protocol=args.protocol,
+        workers=args.workers)
     print(f"{res['model']} on {res['split']} split of {printable(res['data_source'])}: "
           f"n={res['n']}")
     print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
@@ -105,9 +105,6 @@ def run(args) -> int:
 
 
 def _run_ensemble(args) -> int:
-    from ..errors import printable
-    from ..eval.ensemble import evaluate_ensemble
-
     res = evaluate_ensemble(args.checkpoint, weights=args.weights, data=args.data,
                             split=args.split, batch_size=args.batch_size, device=args.device,
                             cache_dir=args.cache_dir, protocol=args.protocol,

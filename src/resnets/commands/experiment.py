@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..experiments.catalog import build
+from ..experiments.parallel import default_parallel
+from ..experiments.runner import ExperimentStopped, run_experiment
 from .train import add_option
 
 # The training options an experiment may override (the rest come from its preset), with
@@ -61,12 +64,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    # The experiments import the trainer (torch and every layer below it): only this command
-    # pays for that, not the parser every `resnets` call builds.
-    from ..experiments.catalog import build
-    from ..experiments.parallel import default_parallel
-    from ..experiments.runner import ExperimentStopped, run_experiment
-
     out = Path(args.out)
     depths = args.nets if args.name == "paper-cifar" else args.depths
     exp = build(args.name, depths=depths, seeds=args.seeds, out=out, preset=args.preset)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import printable
+from ..serve.export import export_checkpoint
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -29,9 +32,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import printable
-    from ..serve.export import export_checkpoint
-
     report = export_checkpoint(args.checkpoint, args.out, args.fmt, batch_size=args.batch_size,
                                verify=args.verify, tolerance=args.tolerance,
                                overwrite=args.overwrite)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+from ..models import count_params
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -39,8 +42,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import UserError
-    from ..models import count_params
+    # The importers load torchvision (about a second): only `resnets import` pays for it,
+    # not the parser that every command builds.
     from ..serve.from_akamaster import import_akamaster
     from ..serve.from_timm import import_timm
     from ..serve.from_torchvision import import_torchvision

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..models import (
+    costs,
     count_macs,
     count_params,
     create_model,
@@ -54,8 +55,6 @@ def cost_table_source(names: list[str] | None = None) -> str:
 
 def write_cost_table() -> Path:
     """Rebuild every registered net and rewrite the stored table (after changing the zoo)."""
-    from ..models import costs
-
     path = Path(costs.__file__)
     path.write_text(cost_table_source())
     return path

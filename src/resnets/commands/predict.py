@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import sys
 
+from ..device import resolve_device
+from ..errors import UserError, printable
+from ..eval.ensemble import ensemble_weights
+from ..serve.predict import EnsemblePredictor, Failure, Predictor, find_images
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -37,16 +42,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..device import resolve_device
-    from ..errors import UserError, printable
-    from ..serve.predict import EnsemblePredictor, Failure, Predictor, find_images
-
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1, got {args.topk}.")
     device = resolve_device(args.device)
     if len(args.checkpoint) > 1 or args.weights is not None:
-        from ..eval.ensemble import ensemble_weights
-
         weights = ensemble_weights(args.weights, len(args.checkpoint))  # before any loading
         predictor = EnsemblePredictor.from_checkpoints(args.checkpoint, device=device,
                                                        batch_size=args.batch_size,

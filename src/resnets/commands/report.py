@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..report import build_report, check_rendered
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -20,8 +22,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import build_report, check_rendered
-
     res = build_report(args.dirs, args.out, args.markdown)
     print(f"wrote {res['html']} and {res['markdown']}: {res['sections']} sections, "
           f"{res['figures']} figures, {res['tables']} tables")

@@ -21,6 +21,7 @@ from ..config import (
     value_type,
 )
 from ..errors import UserError
+from ..train.loop import Trainer
 
 DEFAULT_RECIPE = "cifar10-paper"
 
@@ -154,9 +155,6 @@ def check_device(name: str | None) -> None:
 
 
 def run(args) -> int:
-    # The trainer pulls in torch and every layer below it: only a training run pays for it.
-    from ..train.loop import Trainer
-
     check_device(args.device)
     overrides = overrides_from_args(args)
     cfg = resolve_config(args.recipe, **overrides)

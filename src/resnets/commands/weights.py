@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from ..models import get_weights, list_weights
+from ..serve.publish import SHARED_CIFAR10, publish_run
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -25,11 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..models import get_weights, list_weights
-
     if args.action == "publish":
-        from ..serve.publish import SHARED_CIFAR10, publish_run
-
         w = publish_run(args.run_dir, name=args.name, data=args.data or SHARED_CIFAR10)
         print(f"published {w.name}: {w.path} (sha256 {w.sha256[:16]}..., validation error "
               f"{100 * w.meta['val_error']:.2f}%). Commit {w.path.parent}.")

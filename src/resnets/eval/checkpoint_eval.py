@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from torch.utils.data import TensorDataset
+
 from ..checkpoint import load_checkpoint
 from ..data import DeviceLoader, Normalization, load_image_set
 from ..device import resolve_device
 from ..errors import DataError
+from ..models import model_info
 from .metrics import evaluate
 from .run_split import run_split
 
@@ -78,8 +81,6 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     multi_scale) follows `resnets.eval.protocols`; for CIFAR, ``None`` is the plain single
     view of training-time validation.
     """
-    from ..models import model_info
-
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=dev)
     family = model_info(meta["model"]).family
@@ -92,8 +93,8 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     head = {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
             "data_source": source, "classes": meta["classes"]}
     if protocol is not None:
-        from torch.utils.data import TensorDataset
-
+        # The protocols (and the folder pipeline below) import torchvision, about a second:
+        # the plain CIFAR evaluation, the common case, does without it.
         from .protocols import evaluate_protocol
 
         res = evaluate_protocol(model, TensorDataset(images, labels), protocol,
@@ -108,6 +109,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
 
 def evaluate_folder(model, meta, checkpoint, *, data, split, batch_size, device, protocol,
                      workers, return_probs: bool = False) -> dict:
+    # torchvision, imported on use as above
     from ..data.folder import FolderDataset
     from .protocols import evaluate_protocol, protocol_for_size
 

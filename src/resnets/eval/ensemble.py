@@ -20,11 +20,13 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from ..checkpoint import load_checkpoint, read_checkpoint
 from ..data import DeviceLoader, Normalization
 from ..device import resolve_device
 from ..errors import DataError, UserError
+from ..models import model_info
 from .checkpoint_eval import checkpoint_split, evaluate_folder
 from .metrics import confusion_matrix, evaluate, per_class_accuracy, topk_correct
 
@@ -134,9 +136,7 @@ def _member_cifar(model: nn.Module, meta: dict, images: torch.Tensor, labels: to
     """What `evaluate_checkpoint` reports for this member on these images, plus ``probs``."""
     normalization = Normalization.from_dict(meta["normalization"])
     if protocol is not None:
-        from torch.utils.data import TensorDataset
-
-        from .protocols import evaluate_protocol
+        from .protocols import evaluate_protocol  # torchvision: on use, as in checkpoint_eval
 
         return evaluate_protocol(model, TensorDataset(images, labels), protocol,
                                  normalization=normalization, family="cifar",
@@ -181,8 +181,6 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
         ``weight``); the ensemble's holds the same error fields, computed from the weighted
         mean of the members' probabilities. Errors are fractions in [0, 1].
     """
-    from ..models import model_info
-
     if not checkpoints:
         raise UserError("an ensemble needs at least one --checkpoint.")
     names = [str(c) for c in checkpoints]

@@ -24,6 +24,8 @@ import torch
 
 from ..config import TrainConfig
 from ..device import resolve_device
+from ..errors import UserError
+from ..train.loop import Trainer
 
 
 def log_path(run_dir: Path) -> Path:
@@ -109,15 +111,11 @@ def run_jobs(jobs: list[Job], parallel: int) -> dict[str, int]:
 
 
 def _worker(config_json: str, run_dir: str) -> int:
-    from ..train.loop import Trainer
-
     cfg = TrainConfig.from_dict(json.loads(config_json))
     return Trainer(cfg, run_dir, resume="auto", quiet=True).fit().exit_code
 
 
 if __name__ == "__main__":
-    from ..errors import UserError
-
     try:
         sys.exit(_worker(*sys.argv[1:3]))
     except UserError as e:

@@ -200,7 +200,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, out: Path, record: str)
 
 def _load_onnx(out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional (resnets[export]): imported where it is used
     except ImportError:
         raise ExportError(f'{out} was written, but checking it needs onnxruntime: pip install '
                           f'"resnets[export]", or pass --no-verify.') from None

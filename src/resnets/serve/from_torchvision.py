@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.hub
+from torchvision.models import get_model_weights
 
 from ..checkpoint import read_state_dict
 from ..errors import CheckpointError
@@ -63,10 +65,6 @@ def import_torchvision(weights: str | os.PathLike, *, model: str | None = None,
 
 def _fetch_torchvision(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """State dict and metadata of torchvision weights ``builder[.TAG]`` (download or cache)."""
-    # torchvision is imported only when its weights are asked for: a local file needs none
-    import torch.hub
-    from torchvision.models import get_model_weights
-
     builder, _, tag = name.partition(".")
     try:
         enum = get_model_weights(builder)

@@ -38,6 +38,7 @@ from ..data.decode import to_rgb8
 from ..data.device_loader import Normalization
 from ..data.files import UnreadableFile, list_files, read_file
 from ..errors import CheckpointError, UserError, printable
+from ..eval.ensemble import check_same_classes, ensemble_weights
 
 __all__ = ["EnsemblePredictor", "Failure", "Prediction", "Predictor", "Preprocessing",
            "find_images", "image_extensions"]
@@ -113,6 +114,8 @@ class Preprocessing:
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         """An RGB PIL image -> uint8 (3, H, W)."""
+        # torchvision takes about a second to import: only ImageNet-style checkpoints
+        # (resize + crop) pay for it, CIFAR predictions do not
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
@@ -289,7 +292,6 @@ class EnsemblePredictor(_BatchedPredictor):
     names: list[str] | None = None  # the members' checkpoints, for messages
 
     def __post_init__(self) -> None:
-        from ..eval.ensemble import check_same_classes, ensemble_weights
 
         if not self.members:
             raise UserError("an ensemble needs at least one --checkpoint.")

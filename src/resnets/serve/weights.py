@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import ResNet18_Weights
 
 from ..checkpoint import HEAD, load_state_dict_for_model, save_checkpoint
 from ..data.device_loader import Normalization
@@ -122,9 +123,6 @@ def check_plain_resnet(name: str) -> None:
 
 def imagenet_categories() -> list[str]:
     """ImageNet-1k's class names, from torchvision's weight metadata."""
-    # torchvision is needed only here: an import of akamaster weights does without it
-    from torchvision.models import ResNet18_Weights
-
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])  # no download needed
 
 

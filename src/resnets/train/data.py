@@ -12,8 +12,10 @@ resume needs, and both split a global batch over data-parallel ranks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from ..config import TrainConfig
 from ..data import DeviceLoader, Normalization, load_image_set
@@ -97,10 +99,8 @@ class FolderData(TrainData):
 
     def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
                  env: DistEnv):
-        from pathlib import Path
-
-        from torch.utils.data import Subset
-
+        # The folder pipeline imports torchvision (about a second): CIFAR runs, which use
+        # the device pipeline, do not pay for it.
         from ..data.folder import (
             IMAGENET_MEAN,
             IMAGENET_STD,
@@ -163,7 +163,7 @@ class FolderData(TrainData):
             yield x, y.to(self.device, non_blocking=True)
 
     def train_batches(self, epoch, start):
-        from ..data.folder import set_loader_epoch
+        from ..data.folder import set_loader_epoch  # torchvision: on use, as above
 
         set_loader_epoch(self.loader, epoch, start)
         return self._to_device(self.loader)

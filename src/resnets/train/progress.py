@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..analysis.curves import plot_run
 from ..config import TrainConfig
 from ..version import versions
 
@@ -26,6 +27,7 @@ def _duration(seconds: float) -> str:
 class RunLogger:
     def __init__(self, out: Path, cfg: TrainConfig, *, start: int, quiet: bool, describe: dict,
                  enabled: bool = True):
+        # tensorboard takes seconds to import: only a rank that writes logs pays for it
         from torch.utils.tensorboard import SummaryWriter
 
         self.enabled = enabled  # False on every DDP rank but 0: those write nothing
@@ -133,7 +135,6 @@ class RunLogger:
         self.tb.close()
         if self.bar is not None:
             self.bar.close()
-        from ..analysis.curves import plot_run
 
         try:
             png = plot_run(self.out)
