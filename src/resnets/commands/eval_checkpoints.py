@@ -91,17 +91,24 @@ def run(args) -> int:
     if "protocol" in res:
         print(f"protocol {res['protocol']}: {res['views_per_image']} views per image")
     if "confusion" in res:
-        names = [printable(c) for c in res["classes"]]
-        width = max(len(c) for c in names)
-        print("per-class accuracy:")
-        for name, acc in zip(names, res["per_class_accuracy"], strict=True):
-            print(f"  {name:<{width}} {_accuracy(acc)}")
+        names, width = _per_class("per-class accuracy", res["classes"],
+                                  res["per_class_accuracy"])
         print("confusion matrix (rows: true class, columns: predicted):")
         for name, row in zip(names, res["confusion"], strict=True):
             print(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
     if args.json:
         print(json_line(res))
     return 0
+
+
+def _per_class(title: str, classes: list[str], accuracies: list) -> tuple[list[str], int]:
+    """Print each class's accuracy under ``title``; returns the printed names and their width."""
+    names = [printable(c) for c in classes]
+    width = max(len(c) for c in names)
+    print(f"{title}:")
+    for name, acc in zip(names, accuracies, strict=True):
+        print(f"  {name:<{width}} {_accuracy(acc)}")
+    return names, width
 
 
 def _run_ensemble(args) -> int:
@@ -125,11 +132,7 @@ def _run_ensemble(args) -> int:
         print(f"  {name:<{width}}  {weight:>6}  {100 * r['top1_error']:6.2f}%  "
               f"{100 * r['top5_error']:6.2f}%  {r['loss']:.4f}")
     if "confusion" in ens:
-        names = [printable(c) for c in res["classes"]]
-        cw = max(len(c) for c in names)
-        print("ensemble per-class accuracy:")
-        for name, acc in zip(names, ens["per_class_accuracy"], strict=True):
-            print(f"  {name:<{cw}} {_accuracy(acc)}")
+        _per_class("ensemble per-class accuracy", res["classes"], ens["per_class_accuracy"])
     if args.json:
         print(json_line(res))
     return 0
