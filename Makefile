@@ -26,7 +26,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 # The reproduction: which nets (empty = the CPU list) and how many train at once. Two
 # one-thread runs train ~25% more images/s than one two-thread run on 2 cores (measured).
-REPRO := results/paper-cifar
+REPRO ?= results/paper-cifar
 NETS ?=
 PARALLEL ?= 2
 # Only existing folders: ruff reports a missing path as an error (benchmarks/ may be absent).
