@@ -12,7 +12,7 @@
 # and keeps its own step log in $OUT/session.log. At most 8 files come back from $OUT, 16 MiB
 # each and 64 MiB in all: 4 logs/records plus the archive, split into 15 MiB parts when larger.
 #
-# How the session calls it (the device tool's `run`; see /work/.library/device/README.md):
+# How the session calls it (the device tool's `run`; see the tool library's device/README.md):
 #   1. Here, once: stop the local CPU reproduction of results/paper-cifar (SIGTERM to its
 #      `resnets experiment` process; every run saves), so that the copy that travels is the
 #      latest state and nothing here writes those files while the GPU continues them.
@@ -26,7 +26,7 @@
 #      device time for a second try, run with e.g. `BUDGET=420 bash benchmarks/gpu_session.sh`.
 #      Set TRAIN_SECONDS to fix the training time instead (capped by the budget).
 #   4. Unpack what comes back (files_at is the folder the reply names), in the repo root:
-#        cat FILES_AT/paper-cifar.tar.gz* | tar xzf - -C /work/main
+#        cat FILES_AT/paper-cifar.tar.gz* | tar xzf - -C <repo root>
 #        mkdir -p benchmarks/results && cp FILES_AT/gpu_tests.log FILES_AT/gpu_env.txt \
 #            FILES_AT/bench_gpu.jsonl benchmarks/results/    # names: add the GPU's, e.g. -h200
 #      then commit the results/paper-cifar files (their .gitignore keeps the rest out) and the
