@@ -13,6 +13,7 @@ from resnets.checkpoint import LAST, read_checkpoint
 from resnets.cli import main
 from resnets.config import resolve_config
 from resnets.errors import UserError
+from resnets.eval.checkpoint_eval import evaluate_checkpoint
 from resnets.models import pretrained
 from resnets.models.pretrained import REQUIRED_META, UnknownWeightsError
 from resnets.serve.publish import publish_run
@@ -40,7 +41,8 @@ def shipped(finished_run, tmp_path, monkeypatch):
                        dest=tmp_path / "weights")
 
 
-def test_published_weights_carry_complete_metadata_and_their_sha256(shipped, finished_run):
+def test_published_weights_carry_complete_metadata_and_their_sha256(shipped, finished_run,
+                                                                    color_folder):
     assert resnets.list_weights() == ["resnet8.colors"]
     manifest = json.loads((shipped.root / "manifest.json").read_text())["weights"][0]
     assert manifest["sha256"] == hashlib.sha256(shipped.path.read_bytes()).hexdigest()
@@ -48,7 +50,12 @@ def test_published_weights_carry_complete_metadata_and_their_sha256(shipped, fin
     assert [k for k in REQUIRED_META if meta.get(k) is None] == []
     rows = [json.loads(line) for line in (finished_run / "run" / "metrics.jsonl").open()]
     last_val = [r for r in rows if r["kind"] == "val"][-1]
-    assert (meta["iterations"], meta["val_error"]) == (6, last_val["val_error"])
+    assert (meta["iterations"], meta["val_error_during_training"]) == (6, last_val["val_error"])
+    # The recorded error is what `resnets eval` measures on the run's split (fp32).
+    measured = evaluate_checkpoint(str(shipped.path), data=str(color_folder), split="val",
+                                   device="cpu", cache_dir=str(finished_run / "cache"))
+    assert (meta["val_error"], meta["val_images"]) == (measured["top1_error"], 40)
+    assert meta["val_top5_error"] == measured["top5_error"]
     assert meta["num_params"] == resnets.count_params(resnets.create_model("resnet8"))
     assert meta["normalization"]["kind"] == "per_pixel_mean" and meta["data"] == "colour squares"
     assert "never trained on" in meta["val_split"] and meta["device"][0].startswith("cpu (")

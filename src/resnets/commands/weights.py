@@ -24,14 +24,21 @@ def register(sub) -> None:
     pub.add_argument("--data", default=None,
                      help="one line describing the training data (default: the shared JPEG "
                           "CIFAR-10 copy)")
+    pub.add_argument("--source", default=None, metavar="DATA",
+                     help="where to read the run's validation split, on which the published "
+                          "weights are measured in fp32 (default: the run's --data)")
+    pub.add_argument("--cache-dir", default=None, help="decoded-data cache for --source")
     p.set_defaults(func=run, action="list", json=False)
 
 
 def run(args) -> int:
     if args.action == "publish":
-        w = publish_run(args.run_dir, name=args.name, data=args.data or SHARED_CIFAR10)
+        w = publish_run(args.run_dir, name=args.name, data=args.data or SHARED_CIFAR10,
+                        source_data=args.source, cache_dir=args.cache_dir)
         print(f"published {w.name}: {w.path} (sha256 {w.sha256[:16]}..., validation error "
-              f"{100 * w.meta['val_error']:.2f}%). Commit {w.path.parent}.")
+              f"{100 * w.meta['val_error']:.2f}% measured now in fp32, "
+              f"{100 * w.meta['val_error_during_training']:.2f}% logged in training). "
+              f"Commit {w.path.parent}.")
         return 0
     weights = [get_weights(n) for n in list_weights()]
     if args.json:
