@@ -20,6 +20,7 @@ from .files import (
     load_torch_weights,
     parse_temp_name,
     read_checkpoint,
+    read_newest,
     restore_rng,
     save_checkpoint,
     temp_name,
@@ -33,6 +34,6 @@ __all__ = [
     "BEST", "FINAL", "FORMAT", "FORMAT_VERSION", "HEAD", "LAST", "META_KEY", "PREVIOUS",
     "WINDOW_KEYS", "Checkpoint", "NonFiniteCheckpoint", "atomic_write_bytes", "build_model",
     "check_finite", "checkpoint_bytes", "fsync_dir", "load_checkpoint", "load_state_dict_for_model",
-    "load_torch_weights", "parse_temp_name", "read_checkpoint", "read_state_dict", "restore_rng",
-    "save_checkpoint", "temp_name", "write_durable", "write_error",
+    "load_torch_weights", "parse_temp_name", "read_checkpoint", "read_newest", "read_state_dict",
+    "restore_rng", "save_checkpoint", "temp_name", "write_durable", "write_error",
 ]

@@ -305,6 +305,18 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     )
 
 
+def read_newest(run_dir: str | os.PathLike) -> tuple[Path, Checkpoint] | None:
+    """A run directory's newest readable record and its path: the final weights of a finished
+    run, else its last training state; None when it holds neither."""
+    for name in (FINAL, LAST):
+        path = Path(run_dir) / name
+        try:
+            return path, read_checkpoint(path)
+        except CheckpointError:
+            continue
+    return None
+
+
 def _header_metadata(data: bytes) -> dict[str, str]:
     """The string metadata of a safetensors byte string (8-byte header length, then JSON)."""
     n = int.from_bytes(data[:8], "little")

@@ -18,8 +18,9 @@ from ..checkpoint import (
     FINAL,
     LAST,
     PREVIOUS,
+    Checkpoint,
     build_model,
-    read_checkpoint,
+    read_newest,
     save_checkpoint,
 )
 from ..config import TrainConfig, rescale_milestones, resolve_config
@@ -68,12 +69,12 @@ def variant_config(v: Variant, base: dict) -> TrainConfig:
                              "seed": v.seed})
 
 
-def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path) -> dict:
-    """A run's numbers so far: final ones when it finished, progress when it did not."""
+def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | None) -> dict:
+    """A run's numbers so far (``ckpt``: its newest record): final ones when it finished,
+    progress when it did not."""
     rows = read_metrics(run_dir)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
-    ckpt = _newest_state(run_dir)
     devices = list(dict.fromkeys(r["device"] for r in rows if r["kind"] == "segment"))
     return {
         "label": v.label, "group": v.group, "model": v.model, "model_kwargs": v.model_kwargs,
@@ -91,31 +92,18 @@ def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path) -> dict:
     }
 
 
-def _newest_state(run_dir: Path):
-    """The run's newest checkpoint: the final weights of a finished run, else ``last``."""
-    for name in (FINAL, LAST):
-        try:
-            return read_checkpoint(run_dir / name)
-        except UserError:
-            continue
-    return None
+def _finished(newest: tuple[Path, Checkpoint] | None, cfg: TrainConfig) -> bool:
+    return newest is not None and newest[1].iteration >= cfg.iterations
 
 
-def _finished(run_dir: Path, cfg: TrainConfig) -> bool:
-    ckpt = _newest_state(run_dir)
-    return ckpt is not None and ckpt.iteration >= cfg.iterations
-
-
-def finalize_run(run_dir: Path, iterations: int) -> Path | None:
-    """Keep a run that reached ``iterations`` lean: its last weights become
-    ``final.safetensors`` (weights only) and the training-state files (weights + optimizer +
-    RNG) are removed. ``best`` stays."""
-    last = run_dir / LAST
-    if not last.exists():
-        return None
-    ckpt = read_checkpoint(last)
-    if ckpt.iteration < iterations:
-        return None
+def finalize_run(run_dir: Path, iterations: int, newest: tuple[Path, Checkpoint] | None
+                 ) -> Path | None:
+    """Keep a run that reached ``iterations`` lean: its last weights (``newest``, as
+    `read_newest` gives it) become ``final.safetensors`` (weights only) and the training-state
+    files (weights + optimizer + RNG) are removed. ``best`` stays."""
+    if newest is None or newest[0].name != LAST or newest[1].iteration < iterations:
+        return None  # unfinished, or finalized already
+    ckpt = newest[1]
     model = build_model(ckpt.meta)
     model.load_state_dict(ckpt.model_state, strict=True)
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "format_version",
@@ -149,17 +137,23 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
                                                 given["iterations"])
     configs = {v.label: variant_config(v, base) for v in exp.variants}
     start = time.time()
-    todo = [v for v in exp.variants if not _finished(out / v.label, configs[v.label])]
+    # Each run's newest checkpoint is read once here and once more after it trains.
+    newest = {v.label: read_newest(out / v.label) for v in exp.variants}
+    todo = [v for v in exp.variants if not _finished(newest[v.label], configs[v.label])]
     stopped = False
     if train and todo:
         stopped = _train(exp, todo, configs, out, quiet, parallel)
+        newest.update({v.label: read_newest(out / v.label) for v in todo})
     if exp.finalize:
         for v in exp.variants:
-            finalize_run(out / v.label, configs[v.label].iterations)
-    rows = [variant_row(v, configs[v.label], out / v.label) for v in exp.variants]
+            final = finalize_run(out / v.label, configs[v.label].iterations, newest[v.label])
+            if final:
+                newest[v.label] = (final, newest[v.label][1])
+    rows = [variant_row(v, configs[v.label], out / v.label,
+                        newest[v.label] and newest[v.label][1]) for v in exp.variants]
     if test:
         for row in rows:
-            row["test_error"] = _test_error(out / row["run_dir"], configs[row["label"]]) \
+            row["test_error"] = _test_error(newest[row["label"]][0], configs[row["label"]]) \
                 if row["finished"] else None
     summary = {"experiment": exp.name, "title": exp.title, "preset": preset,
                "settings": base, "rows": rows, "versions": versions(),
@@ -176,9 +170,8 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
     return summary
 
 
-def _test_error(run_dir: Path, cfg: TrainConfig) -> float:
+def _test_error(weights: Path, cfg: TrainConfig) -> float:
     """Top-1 error of a finished run's final weights on the test split of its data."""
-    weights = next(run_dir / n for n in (FINAL, LAST) if (run_dir / n).is_file())
     res = evaluate_checkpoint(str(weights), data=cfg.data, split="test", device=cfg.device,
                               cache_dir=cfg.cache_dir)
     return res["top1_error"]
@@ -212,5 +205,5 @@ def _train(exp: Experiment, todo: list[Variant], configs: dict, out: Path, quiet
 
 
 def _iterations(run_dir: Path) -> int:
-    ckpt = _newest_state(run_dir)
-    return ckpt.iteration if ckpt else 0
+    found = read_newest(run_dir)
+    return found[1].iteration if found else 0

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..analysis.curves import read_metrics
-from ..checkpoint import FINAL, LAST, read_checkpoint
+from ..checkpoint import FINAL, LAST, read_newest
 from ..errors import UserError
 from ..eval.checkpoint_eval import evaluate_checkpoint
 from ..models import count_params, create_model
@@ -39,10 +39,10 @@ def publish_run(run_dir: str | Path, *, name: str, data: str = SHARED_CIFAR10,
     if not dataset:
         raise UserError(f"weights are named <model>.<dataset>, e.g. resnet20.cifar10; got "
                         f"{name!r}.")
-    source = next((run_dir / f for f in (FINAL, LAST) if (run_dir / f).is_file()), None)
-    if source is None:
-        raise UserError(f"{run_dir} holds no {FINAL} or {LAST}: nothing to publish.")
-    ckpt = read_checkpoint(source)
+    newest = read_newest(run_dir)
+    if newest is None:
+        raise UserError(f"{run_dir} holds no readable {FINAL} or {LAST}: nothing to publish.")
+    source, ckpt = newest
     meta, cfg = ckpt.meta, ckpt.meta.get("config")
     if cfg is None or ckpt.iteration < cfg["iterations"]:
         raise UserError(f"{source} is not a finished training run (iteration "
