@@ -133,4 +133,9 @@ def test_shipped_weights_reproduce_their_validation_error(name, shared_cifar_tar
                  "val", "--cache-dir", str(data_cache_dir), "--device", "cpu", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["top1_error"] == pytest.approx(w.meta["val_error"], abs=1e-9)
+    assert result["n"] == w.meta["val_images"] == w.meta["config"]["val_split"]
+    # Recorded by the same fp32 evaluation; another CPU's kernels (AMX, AVX-512, AVX2) may
+    # round differently and flip an image whose two best logits nearly tie: allow two.
+    assert abs(result["top1_error"] - w.meta["val_error"]) * result["n"] <= 2 + 1e-6
+    # The bf16 number logged during training is close but not the same measurement.
+    assert result["top1_error"] == pytest.approx(w.meta["val_error_during_training"], abs=0.005)
