@@ -1,11 +1,13 @@
+import dataclasses
 import json
 
 import pytest
 
 from resnets.cli import main
+from resnets.config import TrainConfig, resolve_config
 from resnets.errors import UserError
 from resnets.experiments.catalog import build, degradation_checks
-from resnets.experiments.runner import run_experiment
+from resnets.experiments.runner import PRESETS, run_experiment
 from resnets.report import build_report, check_rendered, find_chromium
 
 
@@ -205,3 +207,13 @@ def test_test_error_needs_a_source_with_a_test_split(color_folder, tmp_path):
     with pytest.raises(UserError, match="test"):
         run_experiment(build("table6", depths="8", seeds=1, out=out), out=out,
                        preset="cpu-mini", overrides=base, quiet=True, test=True)
+
+
+def test_presets_set_only_train_config_fields_with_valid_values():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(PRESETS) == {"paper", "cpu-mini"}
+    for name, preset in PRESETS.items():
+        assert set(preset) <= fields, name
+        cfg = resolve_config("cifar10-paper", model="resnet20", **preset)
+        assert {k: getattr(cfg, k) for k in preset} == {
+            k: tuple(v) if isinstance(v, list) else v for k, v in preset.items()}, name
