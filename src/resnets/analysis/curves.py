@@ -28,6 +28,13 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return rows
 
 
+def segment_devices(rows: list[dict]) -> list[str]:
+    """The distinct machines a run trained on, in order, from its segment records (one per
+    stretch of training) as `read_metrics` returns them."""
+    return list(dict.fromkeys(r["device"] for r in rows if r["kind"] == "segment"
+                              and "device" in r))
+
+
 def _draw(ax, runs: dict[str, list[dict]], title: str) -> None:
     for i, (label, rows) in enumerate(runs.items()):
         color = f"C{i}"

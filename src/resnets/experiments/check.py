@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..analysis.curves import read_metrics
+from ..analysis.curves import read_metrics, segment_devices
 from ..errors import UserError
 
 __all__ = ["DEFAULT_TOLERANCE", "INSIDE", "NOT_COMPARABLE", "OUTSIDE", "Check", "check_run"]
@@ -177,8 +177,7 @@ def check_run(run_dir: str | Path, against: str | Path, *,
                    f"{', '.join(str(r.get('seed')) for r in done)}")
 
     # Both sides: versions and hardware.
-    user_devices = list(dict.fromkeys(r["device"] for r in read_metrics(run_dir)
-                                      if r["kind"] == "segment" and "device" in r))
+    user_devices = segment_devices(read_metrics(run_dir))
     committed_devices = list(dict.fromkeys(d for r in done for d in r.get("devices") or []))
     ours, ref = _versions(mine, user_devices), _versions(theirs[0], committed_devices)
     for r in theirs[1:]:

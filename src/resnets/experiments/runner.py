@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..analysis.curves import read_metrics
+from ..analysis.curves import read_metrics, segment_devices
 from ..checkpoint import (
     FINAL,
     LAST,
@@ -75,7 +75,7 @@ def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | 
     rows = read_metrics(run_dir)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
-    devices = list(dict.fromkeys(r["device"] for r in rows if r["kind"] == "segment"))
+    devices = segment_devices(rows)
     return {
         "label": v.label, "group": v.group, "model": v.model, "model_kwargs": v.model_kwargs,
         "seed": v.seed, "run_dir": v.label,

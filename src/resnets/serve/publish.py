@@ -3,9 +3,10 @@
 The published file is the run's final (last-iteration) weights, the paper's protocol; `best`
 is chosen on validation data and stays in the run directory. The manifest records the sha256
 and everything `resnets.models.pretrained` promises about a weight. Its validation error is
-measured at publishing by the evaluation users run (`resnets eval`, fp32), so that anyone can
-reproduce it exactly; the error logged during training (in the run's precision, bf16 on most
-machines) is kept beside it.
+measured at publishing by the evaluation users run (`resnets eval`, fp32), so that users can
+reproduce it (exactly on the same CPU kernels; another CPU's rounding may flip a near-tie
+image); the error logged during training (in the run's precision, bf16 on most machines) is
+kept beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..analysis.curves import read_metrics
+from ..analysis.curves import read_metrics, segment_devices
 from ..checkpoint import FINAL, LAST, read_newest
 from ..errors import UserError
 from ..eval.checkpoint_eval import evaluate_checkpoint
@@ -57,7 +58,7 @@ def publish_run(run_dir: str | Path, *, name: str, data: str = SHARED_CIFAR10,
     if not val or not train:
         raise UserError(f"{run_dir}/metrics.jsonl has no training and validation record at "
                         f"iteration {ckpt.iteration}; the weights' errors would be unknown.")
-    devices = list(dict.fromkeys(r["device"] for r in rows if r["kind"] == "segment"))
+    devices = segment_devices(rows)
     measured = evaluate_checkpoint(str(source), data=source_data or cfg["data"], split="val",
                                    device="cpu", cache_dir=cache_dir or cfg.get("cache_dir"))
     record = {
