@@ -160,10 +160,12 @@ class TrainConfig:
                          help="auto (CUDA when there is one, else cpu) | cpu | cuda | cuda:N")
     precision: str = option(
         "auto", choices=("auto", "fp32", "bf16"),
-        help="auto (bf16 where native: CUDA, AVX512-BF16 CPUs) | fp32 | bf16")
+        help="auto (CUDA: bf16; CPU: the fastest of fp32, fp32 channels_last and, where "
+             "native, bf16 channels_last, measured once and cached) | fp32 | bf16")
     channels_last: bool | None = option(
-        None, help="channels_last memory format for the net and its inputs; auto: on "
-                   "wherever bf16 is native (CUDA, AVX512-BF16 CPUs)")
+        None, help="channels_last memory format for the net and its inputs; auto: what "
+                   "--precision auto measured fastest; with fp32/bf16 given, on where bf16 is "
+                   "native")
     compile: bool = option(False, resumable=True, help="torch.compile the training step's model")
     deterministic: bool = option(
         False, help="deterministic kernels (bitwise-reproducible resume on CPU)")
