@@ -5,8 +5,10 @@
 #   make train    train ResNet-20 with the paper's CIFAR-10 recipe, or continue it (DATA=, MODEL=,
 #                 RECIPE=, OUT=, ARGS=)
 #   make reproduce  continue the full-schedule CIFAR-10 reproduction in results/paper-cifar
-#                   (NETS=resnet20,plain20 to choose, PARALLEL=2 runs at once); stop it with
-#                   `make reproduce-stop` (the runs save), then `make reproduce-commit`
+#                   (NETS=resnet20,plain20 to choose, PARALLEL=2 runs at once); commit its
+#                   state while it runs with `make reproduce-commit` (a snapshot, no stop);
+#                   stop it with `make reproduce-stop` (the runs save); `resnets status
+#                   results/paper-cifar` shows how far each run is
 #   make clean    remove caches and build outputs (keeps .venv and runs/)
 
 PYTHON ?= python3.11
@@ -62,14 +64,16 @@ reproduce: venv
 	$(BIN)/resnets experiment paper-cifar --out $(REPRO) $(if $(strip $(DATA)),--data $(DATA)) \
 		--parallel $(PARALLEL) $(if $(strip $(NETS)),--nets $(NETS)) --quiet
 
-# SIGTERM: every run saves its checkpoint and stops; waits until they have.
-reproduce-stop:
-	-pkill -TERM -f "resnets experiment paper-cifar" || true
-	while pgrep -f "resnets.experiments.parallel|resnets experiment paper-cifar" >/dev/null; do sleep 1; done
+# SIGTERM to the processes holding the runs' locks (their PIDs, never a name pattern): every
+# run saves its checkpoint and stops; waits until they have.
+reproduce-stop: venv
+	$(BIN)/resnets stop $(REPRO)
 
 # Commit the runs' state (training checkpoints of unfinished nets, final weights of finished
-# ones, metrics, curves, summary) so that a fresh clone continues them.
-reproduce-commit:
+# ones, metrics, curves, summary) so that a fresh clone continues them. Running runs save a
+# snapshot first and train on: no stop needed.
+reproduce-commit: venv
+	$(BIN)/resnets snapshot $(REPRO)
 	$(BIN)/resnets experiment paper-cifar --out $(REPRO) $(if $(strip $(DATA)),--data $(DATA)) \
 		$(if $(strip $(NETS)),--nets $(NETS)) --summary-only > /dev/null
 	git add $(REPRO)

@@ -17,6 +17,9 @@ from .commands import (
     models,
     predict,
     report,
+    snapshot,
+    status,
+    stop,
     train,
     weights,
 )
@@ -25,7 +28,7 @@ from .errors import UserError, printable
 
 def _commands():
     return [models, weights, train, eval_checkpoints, experiment, analyze, report, predict,
-            import_weights, export, bench, check]
+            import_weights, export, bench, check, status, stop, snapshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

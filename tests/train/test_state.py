@@ -104,8 +104,9 @@ def test_guard_undoes_the_bn_update_and_stops_after_max_in_row(tmp_path):
     guard = NonFiniteGuard(bn, ONE, max_in_row=2)
     guard.keep_buffers()
     bn(torch.randn(8, 3) + 5)  # a forward pass moves the running mean
-    assert guard.check(torch.tensor(math.nan), stop_requested=False) == (True, False)
-    assert guard.check(torch.tensor(1.0), stop_requested=True) == (False, True)
+    assert guard.check(torch.tensor(math.nan), stop_requested=False) == (True, False, False)
+    assert guard.check(torch.tensor(1.0), stop_requested=True) == (False, True, False)
+    assert guard.check(torch.tensor(1.0), False, snapshot_requested=True) == (False, False, True)
     guard.skip(1, tmp_path / "last.safetensors")
     assert torch.equal(bn.running_mean, torch.zeros(3))
     guard.passed()

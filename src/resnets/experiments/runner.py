@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..eval.checkpoint_eval import evaluate_checkpoint
 from ..models import count_params, create_model
 from ..train.loop import Trainer
+from ..train.rundir import RunLock
 from ..version import versions
 from .parallel import Job, log_path, run_jobs
 
@@ -142,7 +143,13 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
     todo = [v for v in exp.variants if not _finished(newest[v.label], configs[v.label])]
     stopped = False
     if train and todo:
-        stopped = _train(exp, todo, configs, out, quiet, parallel)
+        # Held while training: two runners cannot share the directory, and `resnets stop`
+        # finds the runner here and stops it before it could start the next net.
+        lock = RunLock(out)
+        try:
+            stopped = _train(exp, todo, configs, out, quiet, parallel)
+        finally:
+            lock.release()
         newest.update({v.label: read_newest(out / v.label) for v in todo})
     if exp.finalize:
         for v in exp.variants:

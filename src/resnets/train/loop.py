@@ -40,7 +40,14 @@ from .build import (
 from .data import build_train_data
 from .distributed import barrier, broadcast_object, init_distributed
 from .progress import RunLogger
-from .rundir import RunLock, open_run, rotate_and_save, truncate_metrics
+from .rundir import (
+    RunLock,
+    open_run,
+    rotate_and_save,
+    snapshot_requested,
+    snapshot_taken,
+    truncate_metrics,
+)
 from .schedule import LRSchedule
 from .state import MetricWindow, NonFiniteGuard, NonFiniteLoss, TrainState
 
@@ -130,6 +137,7 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self._stop_signal: int | None = None
+        self._snapshot = False  # every rank agreed to save at the end of this step
 
     # ---------------------------------------------------------------- what it is
     @property
@@ -263,7 +271,9 @@ class Trainer:
             group["lr"] = lr
         self.guard.keep_buffers()
         loss, logits = self.compute_loss(x, y)
-        nonfinite, stop = self.guard.check(loss, stop_requested=self._stop_signal is not None)
+        nonfinite, stop, self._snapshot = self.guard.check(
+            loss, stop_requested=self._stop_signal is not None,
+            snapshot_requested=self.dist.is_main and snapshot_requested(self.out))
         if stop and self._stop_signal is None:
             self._stop_signal = signal.SIGTERM  # another rank was told to stop
         self.optimizer.zero_grad(set_to_none=True)
@@ -384,8 +394,12 @@ class Trainer:
                     train_mode(self.model, self.frozen)
                     if row:
                         logger.log(row)
-                if it % cfg.save_every == 0 or done:
+                if it % cfg.save_every == 0 or done or self._snapshot:
                     self.save()
+                if self._snapshot and self.dist.is_main:
+                    snapshot_taken(self.out)
+                    logger.message(f"snapshot: saved iteration {it} to {self.out / LAST} "
+                                   f"on request; training goes on")
                 logger.advance(it, self.state.last_train, self.state.last_val)
                 if self._stop_signal is not None:
                     self.save()

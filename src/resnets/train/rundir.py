@@ -38,6 +38,10 @@ from .distributed import DistEnv, broadcast_object
 # What a run writes into its directory: `--overwrite` deletes these (and nothing else).
 RUN_FILES = (LAST, PREVIOUS, BEST, "config.json", "metrics.jsonl", "curves.png", "tensorboard")
 LOCK = ".lock"
+# The trainer saves `last` at its next step when this file appears in its run directory,
+# then deletes it: a snapshot of a running run that git can commit, without stopping it
+# (`resnets snapshot`).
+SNAPSHOT_REQUEST = ".snapshot-request"
 
 
 class RunLock:
@@ -65,6 +69,15 @@ class RunLock:
 
     def release(self) -> None:
         self._finalizer()
+
+
+def snapshot_requested(run_dir: Path) -> bool:
+    """Whether someone asked the trainer of ``run_dir`` for a snapshot (one stat per step)."""
+    return (run_dir / SNAPSHOT_REQUEST).exists()
+
+
+def snapshot_taken(run_dir: Path) -> None:
+    (run_dir / SNAPSHOT_REQUEST).unlink(missing_ok=True)
 
 
 def prepare_out_dir(out: Path, *, resume: str | None = None, overwrite: bool = False) -> RunLock:

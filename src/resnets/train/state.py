@@ -136,15 +136,19 @@ class NonFiniteGuard:
         """Copy the BN statistics before the forward pass that may spoil them."""
         torch._foreach_copy_(self.backup, self.buffers)
 
-    def check(self, loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
-        """``(loss non-finite on some rank, stop requested on some rank)``.
+    def check(self, loss: torch.Tensor, stop_requested: bool,
+              snapshot_requested: bool = False) -> tuple[bool, bool, bool]:
+        """``(loss non-finite on some rank, stop requested on some rank, snapshot requested
+        on some rank)``.
 
         One scalar sync per step buys the guarantee that a NaN never reaches the weights;
-        under DDP the ranks agree on it (and on a pending stop signal) in the same message."""
+        under DDP the ranks agree on it (and on a pending stop or snapshot) in the same
+        message, so that every rank takes part in the save that follows."""
         flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
-                             torch.tensor(float(stop_requested), device=loss.device)])
-        nonfinite, stop = all_reduce_(flags, self.dist).tolist()
-        return bool(nonfinite), bool(stop)
+                             torch.tensor(float(stop_requested), device=loss.device),
+                             torch.tensor(float(snapshot_requested), device=loss.device)])
+        nonfinite, stop, snapshot = all_reduce_(flags, self.dist).tolist()
+        return bool(nonfinite), bool(stop), bool(snapshot)
 
     def skip(self, iteration: int, last: Path) -> None:
         """Undo the skipped step's BN update and count it; raise after too many in a row."""
