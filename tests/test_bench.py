@@ -93,7 +93,10 @@ def test_bench_speaks_trains_vocabulary_and_resolves_auto(capsys, monkeypatch, t
 
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
-    monkeypatch.setattr(precision, "measure", lambda *a: {"fp32": 0.2, "bf16": 0.1})
+    monkeypatch.setattr(precision, "measure",
+                        lambda model, kwargs, batch, size, paths:
+                        {p.name: {"fp32": 0.3, "fp32+channels_last": 0.2,
+                                  "bf16+channels_last": 0.1}[p.name] for p in paths})
     code = main(["bench", "--model", "resnet8", "--device", "cpu", "--batch", "2",
                  "--steps", "1", "--warmup", "0", "--json"])  # --batch: the old spelling
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -4,7 +4,9 @@
 SIGTERM at iteration 27 of 40, written by `fixtures/make_resume_fixture.py` with the code of
 b954736: plateau schedule after a warm-up, one lr drop so far, and two steps in the metric
 window. Its `train_state`, metric window, optimizer and RNG state must load into today's
-trainer unchanged and give the same weights as a run that was never stopped.
+trainer unchanged and give the same weights as a run that was never stopped: bit for bit on
+the CPU class that wrote it (a 2-core Xeon with AMX), and within float noise elsewhere, where
+the first 27 steps of the unbroken run use other kernels than the fixture's did.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from resnets.checkpoint import LAST, read_checkpoint
+from resnets.device import device_name
 from resnets.train.loop import Trainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "b954736-plateau-it27.safetensors"
@@ -29,6 +32,16 @@ def _run_dir(tmp_path: Path) -> Path:
     run.mkdir()
     shutil.copyfile(FIXTURE, run / LAST)
     return run
+
+
+def _same_cpu_as_fixture() -> bool:
+    """Whether this CPU runs the fixture's fp32 kernels: same model name, threads and AMX."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return (read_checkpoint(FIXTURE).meta["device"] == device_name(torch.device("cpu"))
+            and "amx_tile" in flags)
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -47,11 +60,26 @@ def test_old_checkpoint_resumes_to_the_same_weights_as_an_unbroken_run(tiny_conf
 
     unbroken = Trainer(tiny_config(**OPTIONS), tmp_path / "unbroken", quiet=True)
     unbroken.fit()
+    exact = _same_cpu_as_fixture()
     for (k, a), b in zip(unbroken.model.state_dict().items(),
                          resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), k
-    # The resumed part logs exactly what the unbroken run logged after iteration 27.
-    assert _metrics(run) == [r for r in _metrics(tmp_path / "unbroken") if r["iteration"] > 27]
+        if exact or not a.is_floating_point():
+            assert torch.equal(a, b), k
+        else:  # another CPU's rounding over 27 steps: ~1% of a tensor's norm, a wrong restore ~100%
+            assert (a - b).norm() <= 0.05 * a.norm() + 1e-3, (k, (a - b).norm() / a.norm())
+    # The resumed part logs what the unbroken run logged after iteration 27: the same rows,
+    # schedule and lr exactly; losses and errors exactly on the fixture's CPU class.
+    resumed_rows = _metrics(run)
+    unbroken_rows = [r for r in _metrics(tmp_path / "unbroken") if r["iteration"] > 27]
+    if exact:
+        assert resumed_rows == unbroken_rows
+    else:
+        assert [(r["kind"], r["iteration"], r.get("lr"), r.get("epoch")) for r in resumed_rows] \
+            == [(r["kind"], r["iteration"], r.get("lr"), r.get("epoch")) for r in unbroken_rows]
+        for r, u in zip(resumed_rows, unbroken_rows, strict=True):
+            for key in ("train_loss", "val_loss"):
+                if key in r:
+                    assert abs(r[key] - u[key]) <= 0.1 * u[key] + 0.01, (r, u)
     last = read_checkpoint(run / LAST)
     assert last.meta["train_state"]["plateau"]["drops"] >= 1
 
