@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from resnets import bench
 from resnets.bench import matmul_peak_tflops, run_benchmark, time_interleaved
 from resnets.cli import main
 from resnets.errors import UserError
@@ -51,19 +52,29 @@ def test_bottleneck_nets_are_compared_in_torchvisions_layout():
     assert tv["ours"]["layout"].startswith("torchvision")
 
 
-def test_interleaved_timing_runs_every_step_and_reports_seconds_per_step():
-    calls = {"fast": 0, "slow": 0}
+def test_interleaved_timing_runs_every_step_and_reports_seconds_per_step(monkeypatch):
+    """A fake clock that only the steps advance: the result is exact, not a wall-clock race."""
+    now = [0.0]
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    calls: list[str] = []
+    # Seconds each call takes: warmup (2 calls, untimed) is slow on purpose; "slow" meets a
+    # load spike in its second chunk, which the median over the 3 chunks leaves out.
+    durations = {"fast": [1.0, 1.0] + [0.001] * 7,
+                 "slow": [1.0, 1.0] + [0.004] * 3 + [0.040] * 2 + [0.005] * 2}
 
-    def stepper(name: str, seconds: float):
+    def stepper(name: str):
         def step() -> None:
-            calls[name] += 1
-            time.sleep(seconds)
+            now[0] += durations[name][calls.count(name)]
+            calls.append(name)
         return step
 
-    got = time_interleaved({"fast": stepper("fast", 0.001), "slow": stepper("slow", 0.004)},
+    got = time_interleaved({"fast": stepper("fast"), "slow": stepper("slow")},
                            device=torch.device("cpu"), steps=7, warmup=2, rounds=3)
-    assert calls == {"fast": 9, "slow": 9}
-    assert 0.001 <= got["fast"] < got["slow"] and got["slow"] >= 0.004
+    assert got == pytest.approx({"fast": 0.001, "slow": 0.005}, rel=1e-9)
+    # Warmup first, then 7 steps in chunks of 3, 2, 2 taken in turn (A B A B ...).
+    chunks = [("fast", 2), ("slow", 2), ("fast", 3), ("slow", 3), ("fast", 2), ("slow", 2),
+              ("fast", 2), ("slow", 2)]
+    assert calls == [name for name, n in chunks for _ in range(n)]
 
 
 def test_matmul_peak_is_positive_in_both_precisions():

@@ -5,6 +5,7 @@ config (what `resnets import` writes)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -96,9 +97,22 @@ def test_analyze_responses_on_every_checkpoint(checkpoints, color_folder, tmp_pa
     assert [r["n"] for r in results] == [N_IMAGES - N_VAL, N_IMAGES - N_VAL, N_IMAGES]
     # resnet8: the stem and two 3x3 layers in each of its three blocks.
     assert all(len(r["layers"]) == 7 for r in results)
-    # best and its imported copy hold the same net: same responses on their shared images.
     assert results[1]["model_kwargs"] == results[2]["model_kwargs"]
     assert (out / "responses.png").is_file()
+    # best and its imported copy hold the same net: the same responses on the same images
+    # (a test split, which both read whole). The same net on fewer images (best on its
+    # training images, above) responds otherwise: the comparison can tell.
+    both = tmp_path / "with-test"
+    for split in ("train", "test"):
+        shutil.copytree(color_folder, both / split)
+    argv = ["analyze", "responses", "--data", str(both), "--split", "test", "--device", "cpu",
+            "--out", str(tmp_path / "on-test")]
+    for name in ("best", "imported"):
+        argv += ["--checkpoint", str(checkpoints[name])]
+    assert main(argv) == 0, capsys.readouterr().err
+    best, imported = json.loads((tmp_path / "on-test" / "responses.json").read_text())["results"]
+    assert best["n"] == imported["n"] == N_IMAGES
+    assert imported["layers"] == best["layers"] != results[1]["layers"]
     assert main(["analyze", "responses", "--checkpoint", str(checkpoints["imported"]),
                  "--device", "cpu", "--split", "train", "--out", str(out)]) == 2
     assert "give --data" in capsys.readouterr().err

@@ -83,7 +83,9 @@ def test_two_nets_beat_or_match_the_worse_member(runs, split_folder):
     assert ens["top1_error"] <= max(errors)
     # -log is convex: the loss of the mean probability is at most the mean of the losses.
     assert ens["loss"] <= sum(m["loss"] for m in members) / 2 + 1e-6
-    assert 0 < max(errors) < 0.9  # learnt something, and not everything
+    # Learnt, and not everything. Measured (test split): 0.20 and 0.11 for seeds 0 and 1;
+    # 0.02-0.44 over 3 generated folders x 4 seeds; an untrained net is at chance, 0.9.
+    assert 0 < max(errors) < 0.4
     # Each member is what `resnets eval` reports for it alone.
     for path, member in zip(paths, members, strict=True):
         alone = evaluate_checkpoint(path, data=str(split_folder), split="test", device="cpu",
@@ -267,6 +269,8 @@ def test_ensemble_on_real_cifar(shared_cifar_tar, data_cache_dir, tmp_path):
                             cache_dir=str(data_cache_dir))
     errors = [m["top1_error"] for m in res["members"]]
     print(f"real CIFAR-10 val (1k): members {errors}, ensemble {res['ensemble']['top1_error']}")
-    assert res["n"] == 1000 and max(errors) < 0.9
+    # Measured (val, 1k): 0.70 and 0.68 (seed 0, this test); 0.70 and 0.69 with seed 1. An
+    # untrained resnet8 gets 0.89-0.90 (3 seeds), chance; 0.78 keeps a margin from both.
+    assert res["n"] == 1000 and max(errors) < 0.78
     assert res["ensemble"]["top1_error"] <= max(errors)
     assert res["ensemble"]["loss"] <= sum(m["loss"] for m in res["members"]) / 2 + 1e-6

@@ -129,7 +129,10 @@ def test_report_refuses_unknown_directories_and_missing_figures(tiny_experiments
         build_report([broken], tmp_path / "r.html")
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed")
+@pytest.mark.skipif(find_chromium() is None,
+                    reason="no headless Chromium on PATH (chromium, chromium-browser or "
+                           "google-chrome): `sudo apt-get install chromium` on Debian, or run "
+                           ".ci/install-chromium (as .ci/run does)")
 def test_rendered_report_shows_every_figure_and_table(tiny_experiments, tmp_path):
     root, _, _ = tiny_experiments
     build_report([root / "deg"], tmp_path / "r.html")

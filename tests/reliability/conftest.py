@@ -3,11 +3,15 @@ and the `resnets` console entry point called in-process with its output captured
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import io
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,83 @@ def rewrite_metadata(src: Path, dst: Path, change: Callable[[dict], object]) -> 
 def with_metadata():
     """`rewrite_metadata` for test modules (conftest is not importable under importlib mode)."""
     return rewrite_metadata
+
+
+# ------------------------------------------------------------------ unreadable paths, as root too
+
+
+@pytest.fixture
+def deny(monkeypatch):
+    """``deny(path)``: opening or listing ``path`` or anything below it raises PermissionError,
+    as after ``chmod 000`` for a user who is not root (root reads anything, and these tests
+    may run as root; `permissions_bind` makes the real chmod bind root too)."""
+    denied: list[str] = []
+
+    def check(path) -> None:
+        if isinstance(path, int):
+            return  # a file descriptor: already open
+        full = os.path.abspath(os.fsdecode(path))
+        if any(full == d or full.startswith(d + os.sep) for d in denied):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), full)
+
+    def wrap(real):
+        def guarded(path=".", *args, **kwargs):
+            check(path)
+            return real(path, *args, **kwargs)
+        return guarded
+
+    for module, name in [(io, "open"), (__import__("builtins"), "open"), (os, "open"),
+                         (os, "scandir"), (os, "listdir")]:
+        monkeypatch.setattr(module, name, wrap(getattr(module, name)))
+    return lambda path: denied.append(os.path.abspath(path))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapSet(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+# linux/capability.h: the capabilities that let root read and list past file permissions.
+_CAP_VERSION_3 = 0x20080522
+_ROOT_READS = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+
+
+@contextlib.contextmanager
+def _permissions_bind() -> Iterator[None]:
+    """File permissions bind this thread as they bind any user, even when it runs as root:
+    the two capabilities that let root read past them leave the thread's effective set
+    (Linux, as CI's containers run) and come back on exit. A user who is not root has
+    nothing to drop."""
+    if os.geteuid() != 0:
+        yield
+        return
+    if not sys.platform.startswith("linux"):
+        pytest.skip("as root, this needs Linux capabilities to make chmod bind; run the "
+                    "tests as a user who is not root")
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, caps = _CapHeader(_CAP_VERSION_3, 0), (_CapSet * 2)()  # pid 0: this thread
+
+    def capset() -> None:
+        if libc.capset(ctypes.byref(header), caps) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+
+    if libc.capget(ctypes.byref(header), caps) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    saved = caps[0].effective
+    caps[0].effective &= ~_ROOT_READS
+    capset()
+    try:
+        yield
+    finally:
+        caps[0].effective = saved
+        capset()
+
+
+@pytest.fixture
+def permissions_bind():
+    """``with permissions_bind(): ...``: a chmod 000 path is unreadable inside, as root too."""
+    return _permissions_bind

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -156,22 +157,38 @@ def test_any_mutated_record_reads_cleanly_or_is_refused(trained, tmp_path, with_
         else:
             target[path[-1]] = value
 
-    ckpt_path = with_metadata(trained / LAST, tmp_path / "mutated.safetensors", mutate)
+    # The mutated record is the newest checkpoint of a run whose previous one is valid.
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    shutil.copy(trained / PREVIOUS, run / PREVIOUS)
+    ckpt_path = with_metadata(trained / LAST, run / LAST, mutate)
     try:
         ckpt = read_checkpoint(ckpt_path)
     except CheckpointError as e:
         assert str(ckpt_path) in str(e)
-        return
-    # Read as valid: then what the package does with a checkpoint works too.
-    model, meta = load_checkpoint(ckpt_path)
-    assert len(meta["classes"]) == model.fc.out_features
-    if ckpt.rng is not None:
-        saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        try:
-            restore_rng(ckpt.rng)
-        finally:
-            torch.set_rng_state(saved[0])
-            np.random.set_state(saved[1])
-            random.setstate(saved[2])
-    found = find_resume_checkpoint(tmp_path)  # the mutated file is no resume candidate here
-    assert found is None
+        ckpt = None
+    if ckpt is not None:
+        # Read as valid: then what the package does with a checkpoint works too.
+        model, meta = load_checkpoint(ckpt_path)
+        assert len(meta["classes"]) == model.fc.out_features
+        if ckpt.rng is not None:
+            saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+            try:
+                restore_rng(ckpt.rng)
+            finally:
+                torch.set_rng_state(saved[0])
+                np.random.set_state(saved[1])
+                random.setstate(saved[2])
+    # --resume auto: the mutated file where it is a resumable checkpoint at least as new as
+    # the previous one (a tie keeps last), otherwise the older valid one; a warning names the
+    # mutated file when it cannot be read.
+    older = read_checkpoint(run / PREVIOUS).iteration
+    resumable = ckpt is not None and ckpt.optimizer_state is not None
+    expected = run / LAST if resumable and ckpt.iteration >= older else run / PREVIOUS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found_ckpt, found = find_resume_checkpoint(run)
+    assert found == expected
+    assert found_ckpt.iteration == (ckpt.iteration if expected.name == LAST else older)
+    damaged = [str(w.message) for w in caught if "skipping damaged checkpoint" in str(w.message)]
+    assert len(damaged) == (ckpt is None) and all(str(ckpt_path) in m for m in damaged)

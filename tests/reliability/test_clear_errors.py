@@ -6,7 +6,6 @@ configs. Programming errors keep their traceback."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -31,42 +30,15 @@ def strict_json(line: str):
     return value
 
 
-@pytest.fixture
-def deny(monkeypatch):
-    """``deny(path)``: opening or listing ``path`` or anything below it raises PermissionError,
-    as after ``chmod 000`` for a user who is not root (root reads anything, and these tests
-    may run as root)."""
-    denied: list[str] = []
-
-    def check(path) -> None:
-        if isinstance(path, int):
-            return  # a file descriptor: already open
-        full = os.path.abspath(os.fsdecode(path))
-        if any(full == d or full.startswith(d + os.sep) for d in denied):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), full)
-
-    def wrap(real):
-        def guarded(path=".", *args, **kwargs):
-            check(path)
-            return real(path, *args, **kwargs)
-        return guarded
-
-    for module, name in [(io, "open"), (__import__("builtins"), "open"), (os, "open"),
-                         (os, "scandir"), (os, "listdir")]:
-        monkeypatch.setattr(module, name, wrap(getattr(module, name)))
-    return lambda path: denied.append(os.path.abspath(path))
-
-
 # --------------------------------------------------------------------------------------------
 # 1. Unreadable inputs: one line, never a traceback; programming errors keep theirs
 
 
-def test_unreadable_checkpoint_chmod(cli, trained, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads a chmod 000 file; test_unreadable_checkpoint covers it")
+def test_unreadable_checkpoint_chmod(cli, trained, tmp_path, permissions_bind):
     path = Path(shutil.copy(trained / LAST, tmp_path / "ckpt.safetensors"))
     path.chmod(0)
-    message = cli.error("eval", "--checkpoint", path, "--device", "cpu")
+    with permissions_bind():  # root too: a real EACCES from the OS
+        message = cli.error("eval", "--checkpoint", path, "--device", "cpu")
     assert f"permission denied, {path} (--checkpoint)" in message
 
 

@@ -116,18 +116,27 @@ def test_list_files_ends_on_a_loop(tmp_path, deadline):
     assert files == [root / "cat" / "0.png", root / "dog" / "0.png"]
 
 
-def test_unlistable_folder_is_named(tmp_path):
+def test_unlistable_folder_is_named(tmp_path, permissions_bind):
     root = _two_classes(tmp_path / "data")
     locked = root / "dog" / "more"
     locked.mkdir()
     locked.chmod(0)
     try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as a user who can read any folder (root)")
-        with pytest.raises(DataError, match=f"Cannot list the folder {locked}"):
+        with permissions_bind(), pytest.raises(DataError,
+                                               match=f"Cannot list the folder {locked}"):
             load_image_set(root, cache_dir=tmp_path / "cache", image_size=None)
     finally:
         locked.chmod(0o755)
+
+
+def test_unlistable_folder_is_named_when_listing_fails(tmp_path, deny):
+    """The same with the refusal injected at the listing call: no capabilities or chmod."""
+    root = _two_classes(tmp_path / "data")
+    locked = root / "dog" / "more"
+    locked.mkdir()
+    deny(locked)
+    with pytest.raises(DataError, match=f"Cannot list the folder {locked}: .*Permission denied"):
+        load_image_set(root, cache_dir=tmp_path / "cache", image_size=None)
 
 
 # ------------------------------------------------------------- item: huge archive members

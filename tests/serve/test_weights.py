@@ -167,7 +167,7 @@ def test_timm_layout_variants(tv18, tmp_path):
 
 
 def test_real_timm_resnet_imports_exactly(tmp_path, randomize_bn):
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install timm")
     torch.manual_seed(0)
     net = randomize_bn(timm.create_model("resnet50", pretrained=False), seed=0).eval()
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
