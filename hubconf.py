@@ -18,8 +18,8 @@ def _checkout_package():
     src = Path(__file__).resolve().parent / "src"
     if not (src / "resnets" / "__init__.py").is_file():  # no source tree: the installed one
         return importlib.import_module("resnets")
-    loaded = sys.modules.get("resnets")
-    if loaded is not None and not Path(loaded.__file__).resolve().is_relative_to(src):
+    loaded = getattr(sys.modules.get("resnets"), "__file__", None)
+    if loaded is not None and not Path(loaded).resolve().is_relative_to(src):
         # another copy is imported: this process's later `import resnets` gets the checkout's
         for name in [n for n in sys.modules if n == "resnets" or n.startswith("resnets.")]:
             del sys.modules[name]
