@@ -4,16 +4,33 @@ Every registered network is an entry point with the keyword-only signature of
 `resnets.create_model`; ``weights`` names shipped pretrained weights (`resnets weights`).
 """
 
+import importlib
 import sys
 from pathlib import Path
 
 dependencies = ["torch", "torchvision", "safetensors"]
 
-try:
-    import resnets
-except ImportError:  # a plain checkout (torch.hub's download or source="local"): use src/
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    import resnets
+
+def _checkout_package():
+    """The `resnets` package of this checkout (its ``src/``), not whichever one is installed
+    or was imported first: torch.hub.load(checkout, ..., source="local") must build the
+    checkout's networks."""
+    src = Path(__file__).resolve().parent / "src"
+    if not (src / "resnets" / "__init__.py").is_file():  # no source tree: the installed one
+        return importlib.import_module("resnets")
+    loaded = getattr(sys.modules.get("resnets"), "__file__", None)
+    if loaded is not None and not Path(loaded).resolve().is_relative_to(src):
+        # another copy is imported: this process's later `import resnets` gets the checkout's
+        for name in [n for n in sys.modules if n == "resnets" or n.startswith("resnets.")]:
+            del sys.modules[name]
+    sys.path.insert(0, str(src))
+    try:
+        return importlib.import_module("resnets")
+    finally:
+        sys.path.remove(str(src))
+
+
+resnets = _checkout_package()
 
 
 def _entry(name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from .commands import (
     analyze,
@@ -108,8 +109,25 @@ def _input_error(e: BaseException, args: argparse.Namespace) -> str | None:
     return None
 
 
+def _warning_format(command: str):
+    """Warnings as the command prints its errors: one line with the message, without
+    Python's file, line number and echo of the source line that warned."""
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"resnets {command}: warning: {printable(str(message))}\n"
+
+    return format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _warning_format(args.command)
+    try:
+        return _dispatch(args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:

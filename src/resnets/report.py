@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
 import re
 import shutil
@@ -20,14 +21,15 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .analysis.curves import read_metrics
+from .analysis.curves import describe_setup, describe_setups, read_metrics, read_run_record
 from .errors import UserError
 from .version import versions
 
 NOTE = ("CIFAR-10 numbers from the shared data are validation errors on a held-out split of "
         "the training set (the test split is not available here); the paper's are test "
-        "errors. cpu-mini runs use a 10k-image subset and an 800-iteration schedule, so their "
-        "errors are far above the paper's: they show trends, not the paper's accuracy.")
+        "errors. Each section says what its runs trained on and for how long; runs on a subset "
+        "or a short schedule have errors far above the paper's: they show trends, not the "
+        "paper's accuracy.")
 
 
 class Section:
@@ -75,10 +77,8 @@ class Section:
         self.html.append(f'<figure><img data-figure="{html.escape(path.name)}" '
                          f'src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        try:
-            rel = path.resolve().relative_to(md_base.resolve())
-        except ValueError:
-            rel = path.resolve()
+        # relative to the Markdown file, so the report and its figures can move together
+        rel = Path(os.path.relpath(path.resolve(), md_base.resolve())).as_posix()
         self.md.append(f"![{caption}]({rel})\n")
 
 
@@ -92,6 +92,7 @@ def _experiment(d: Path, md_base: Path) -> Section:
     sec.table(f"{s['experiment']}-settings", ["setting", "value"],
               [[k, json.dumps(v) if isinstance(v, list | dict) else v]
                for k, v in sorted(s["settings"].items())])
+    sec.text(_setups(d, s["rows"]))
     sec.markdown_table(s["experiment"], (d / "table.md").read_text())
     for name in s.get("figures", []):
         sec.figure(d / name, f"{s['title']}: {name}", md_base)
@@ -104,6 +105,17 @@ def _experiment(d: Path, md_base: Path) -> Section:
     sec.text(f"Versions: resnets {v['resnets']}, torch {v['torch']}, torchvision "
              f"{v['torchvision']}, Python {v['python']}; whole experiment {s['wall_s']:.0f} s.")
     return sec
+
+
+def _setups(d: Path, rows: list[dict]) -> str:
+    """Each started run's data and schedule, read from its own config.json: one sentence when
+    they agree."""
+    setups = {}
+    for r in rows:
+        record = read_run_record(d / r["run_dir"])
+        if record is not None:
+            setups[r["label"]] = describe_setup(record["config"], record["run"])
+    return describe_setups(setups) if setups else "No run has started."
 
 
 def _responses(d: Path, md_base: Path) -> Section:
@@ -131,6 +143,7 @@ def _run(d: Path, md_base: Path) -> Section:
     val = [r for r in rows if r["kind"] == "val"]
     c, run = cfg["config"], cfg["run"]
     sec = Section(f"Run {d.name}: {c['model']}", "run")
+    sec.text(f"What ran: {describe_setup(c, run)}.")
     sec.table(f"run-{d.name}", ["model", "iterations", "seed", "final train error (%)",
                                 "final val error (%)", "train s", "device", "precision"],
               [[c["model"], train[-1]["iteration"] if train else 0, c["seed"],

@@ -77,8 +77,10 @@ def test_eval_cli_on_imported_weights(checkpoints, color_folder, capsys):
     argv = ["eval", "--checkpoint", str(checkpoints["imported"]), "--data", str(color_folder),
             "--split", "train", "--device", "cpu", "--json"]
     assert main(argv) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    res = json.loads(out.strip().splitlines()[-1])
     assert res["n"] == N_IMAGES and res["model"] == "resnet8"
+    assert f"top-5 error {100 * res['top5_error']:.2f}%" in out  # 10 classes: top-5 says much
     # Without --data: a clear one-paragraph error, no KeyError traceback.
     assert main(["eval", "--checkpoint", str(checkpoints["imported"]), "--split", "train",
                  "--device", "cpu"]) == 2

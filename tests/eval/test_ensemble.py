@@ -274,3 +274,41 @@ def test_ensemble_on_real_cifar(shared_cifar_tar, data_cache_dir, tmp_path):
     assert res["n"] == 1000 and max(errors) < 0.78
     assert res["ensemble"]["top1_error"] <= max(errors)
     assert res["ensemble"]["loss"] <= sum(m["loss"] for m in res["members"]) / 2 + 1e-6
+
+
+def test_multi_scale_says_its_scales_and_top5_needs_more_than_5_classes(tmp_path, capsys,
+                                                                         randomize_bn):
+    """A resnet18 trained at 32-pixel crops on 3 classes: multi_scale's sides follow the crop
+    (224..640 scaled by 32/224) and are printed; top-5 of 3 classes (always 0) is not."""
+    from resnets import create_model
+
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c"]
+    for name in classes:
+        (tmp_path / "data" / "val" / name).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "val" / name / "0.png")
+    paths = []
+    for seed, (resize, crop) in enumerate(((37, 32), (32, 28))):
+        model = randomize_bn(create_model("resnet18", num_classes=3), seed=seed)
+        meta = {"kind": "weights", "model": "resnet18", "model_kwargs": {"num_classes": 3},
+                "classes": classes, "image_size": [3, crop, crop],
+                "preprocessing": {"resize": resize, "crop": crop, "interpolation": "bilinear"},
+                "normalization": Normalization("channel_mean_std", [0.5] * 3,
+                                               [0.25] * 3).to_dict()}
+        paths.append(str(save_checkpoint(tmp_path / f"r18-{seed}.safetensors", model=model,
+                                         meta=meta)))
+    argv = ["eval", "--data", str(tmp_path / "data"), "--device", "cpu", "--workers", "0",
+            "--protocol", "multi_scale"]
+    assert main([*argv, "--checkpoint", paths[0]]) == 0
+    out = capsys.readouterr().out
+    assert ("protocol multi_scale: 10 views per image: shorter side 32, 37, 55, 69, 91 px, "
+            "2 view(s) per scale (each with its mirror image)") in out
+    assert "top-1 error" in out and "top-5" not in out
+    # an ensemble of nets trained at other sizes names each member's sides
+    assert main([*argv, "--checkpoint", paths[0], "--checkpoint", paths[1]]) == 0
+    out = capsys.readouterr().out
+    assert "protocol multi_scale: 10 views per image and member" in out
+    assert f"{paths[1]}: protocol multi_scale: 10 views per image: shorter side 28, 32, 48, " \
+           f"60, 80 px" in out
+    assert "top-1" in out and "top-5" not in out

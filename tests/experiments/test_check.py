@@ -95,9 +95,16 @@ def test_inside_prints_versions_hardware_and_free_differences(tmp_path, three_se
     device_line = next(ln for ln in lines if ln.startswith("device "))
     assert LAPTOP in device_line and H200 in device_line
     # Seed, device and precision differ: listed, but they do not stop the comparison.
-    assert '  seed: 7 vs 0 (free)' in lines
+    assert '  seed: 7 vs 0, 1, 2 (free)' in lines  # every committed seed's value
     assert '  device: "cpu" vs "auto" (free)' in lines
     assert '  precision: "fp32" vs "auto" (free)' in lines
+
+
+def test_a_committed_seed_checked_against_its_experiment_lists_every_seed(three_seeds, capsys):
+    # the seed-0 run differs from seeds 1 and 2, not from itself: "0 vs 1" would hide that
+    rc, lines = _check(capsys, three_seeds / "resnet20-seed0", three_seeds)
+    assert rc == 0 and "  seed: 0 vs 0, 1, 2 (free)" in lines
+    assert not any(ln.startswith("  seed: 0 vs 1") for ln in lines)
 
 
 def test_outside_above_and_below(tmp_path, three_seeds, capsys):

@@ -117,6 +117,27 @@ def test_report_embeds_every_figure_and_table(tiny_experiments, tmp_path):
     assert "| depth | params (M) |" in md and "![" in md
 
 
+def test_table_and_report_describe_each_run_from_its_own_config(tiny_experiments, tmp_path):
+    root, _, _ = tiny_experiments
+    run = json.loads((root / "t6" / "resnet8-seed0" / "config.json").read_text())["run"]
+    setup = (f"trained on {run['train_images']:,} images, validated on 40 held out of the "
+             f"training set; 6 iterations of batch 16, lr 0.1, times 0.1 at 4")
+    assert run["val_images"] == 40
+    table = (root / "t6" / "table.md").read_text()
+    assert f"Every run: {setup}." in table
+    assert "45k/5k" not in table  # not the recipe's words
+    res = build_report([root / "t6", root / "deg" / "resnet20-seed0"],
+                       tmp_path / "sub" / "r.html")
+    md = (tmp_path / "sub" / "r.md").read_text()
+    assert f"Every run: {setup}." in md  # the experiment section
+    assert "What ran: trained on" in md and "800-iteration" not in md  # the single run's
+    # figures are linked relative to the Markdown file, and the links resolve
+    links = [line[line.index("](") + 2:-1] for line in md.splitlines() if line.startswith("![")]
+    assert res["figures"] == len(links) == 1
+    assert not links[0].startswith("/") and (tmp_path / "sub" / links[0]).resolve() == \
+        (root / "deg" / "resnet20-seed0" / "curves.png").resolve()
+
+
 def test_report_refuses_unknown_directories_and_missing_figures(tiny_experiments, tmp_path):
     with pytest.raises(UserError, match="is not an experiment"):
         build_report([tmp_path], tmp_path / "r.html")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,8 +59,27 @@ def test_train_names_every_broken_file(cli, tiny_train_args, mixed_folder, tmp_p
     assert f"3 file(s) in image folder {root} (train split) are not readable images" in message
     assert f"{broken[0]}: " in message  # each path with the reason
     assert f"{broken[1]}: empty file (0 bytes)" in message
-    assert f"{broken[2]}: " in message
+    # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" names a buffer
+    assert f"{broken[2]}: not an image Pillow can identify (JPEG, PNG" in message
+    assert "BytesIO" not in message
     assert "pass --skip-bad-images to leave them out" in message
+
+
+def test_cli_warnings_are_one_line_without_python_source(tmp_path):
+    """A warning during a command reads like its errors: no file:line, no echoed source."""
+    script = "\n".join([
+        "import warnings",
+        "from resnets import cli",
+        "from resnets.commands import models",
+        "def run(args):",
+        "    warnings.warn('Skipped 1 unreadable image(s) in FOLDER', stacklevel=2)",
+        "    return 0",
+        "models.run = run",
+        "raise SystemExit(cli.main(['models']))"])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "resnets models: warning: Skipped 1 unreadable image(s) in FOLDER\n"
 
 
 def test_train_with_skip_bad_images_reports_the_count(cli, tiny_train_args, mixed_folder,

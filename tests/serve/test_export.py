@@ -50,6 +50,9 @@ def test_onnx_matches_eager_in_onnxruntime(r8_checkpoint, eager, tmp_path):
     assert record["classes"] == eager[1]["classes"]
     assert record["normalization"]["kind"] == "per_pixel_mean"
     assert record["image_size"] == [3, 32, 32]
+    # a consumer outside Python must know the order: scale to [0, 1], then subtract the mean
+    assert "each uint8 pixel divided by 255 (to [0, 1]), then normalization.mean subtracted" \
+        in record["input"]
 
 
 def test_torchscript_matches_eager(r8_checkpoint, eager, tmp_path):
@@ -83,3 +86,27 @@ def test_batch_of_one_is_refused_and_unknown_format_named(r8_checkpoint, tmp_pat
         export_checkpoint(r8_checkpoint, tmp_path / "x.pt", "exported-program")
     with pytest.raises(ExportError, match="unknown export format 'tflite'"):
         export_checkpoint(r8_checkpoint, tmp_path / "x.tfl", "tflite")
+
+
+@pytest.mark.parametrize(("fmt", "name", "owner"), [("onnx", "x.pt2", "exported-program"),
+                                                     ("torchscript", "x.onnx", "onnx"),
+                                                     ("onnx", "x.PT", "torchscript")])
+def test_a_suffix_of_another_format_is_refused(r8_checkpoint, tmp_path, capsys, fmt, name,
+                                               owner):
+    out = tmp_path / name
+    assert main(["export", "--checkpoint", str(r8_checkpoint), "--format", fmt, "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} has the suffix of {owner} files, but --format is {fmt}" in err
+    assert f"--format {owner}" in err and not out.exists()
+
+
+def test_export_takes_a_shipped_weight_name_as_its_help_says(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "or a shipped weight name (resnet20.cifar10)" in " ".join(
+        capsys.readouterr().out.split())
+    out = tmp_path / "r20.pt"
+    assert main(["export", "--checkpoint", "resnet20.cifar10", "--format", "torchscript",
+                 "--out", str(out)]) == 0
+    assert f"wrote {out} (torchscript)" in capsys.readouterr().out

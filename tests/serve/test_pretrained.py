@@ -3,6 +3,9 @@ usable from Python, the CLI and torch.hub; shipped ones reproduce their validati
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,12 +107,49 @@ def test_cli_accepts_a_weight_name_as_checkpoint(shipped, finished_run, color_fo
     assert "no pretrained weights named 'resnet9.colors'" in capsys.readouterr().err
 
 
+def test_weights_json_is_accepted_and_holds_no_mean_image(shipped, capsys):
+    assert main(["weights", "--json"]) == 0
+    text = capsys.readouterr().out
+    assert main(["weights", "list", "--json"]) == 0
+    assert capsys.readouterr().out == text
+    (listed,) = json.loads(text)
+    norm = shipped.meta["normalization"]
+    assert listed["normalization"] == {
+        "kind": "per_pixel_mean", "mean_shape": [3, 32, 32], "std": None,
+        "mean_sha256": hashlib.sha256(json.dumps(norm["mean"]).encode()).hexdigest()}
+    # the image is in the weights file (what eval and predict read), not in the listing
+    assert read_checkpoint(shipped.path).meta["normalization"] == norm
+    assert len(text) < len(json.dumps(norm)) / 5
+    assert listed["val_error"] == shipped.meta["val_error"] and listed["name"] == "resnet8.colors"
+
+
 def test_torch_hub_loads_entry_points_with_weights(shipped):
     model = torch.hub.load(str(REPO), "resnet8", source="local", weights="colors")
     expected = resnets.create_model("resnet8", weights="colors")
     assert all(torch.equal(v, expected.state_dict()[k]) for k, v in model.state_dict().items())
     plain = torch.hub.load(str(REPO), "plain20", source="local")
     assert resnets.count_params(plain) == 269_722
+
+
+@pytest.mark.parametrize("first", ["imported first", "not imported"])
+def test_torch_hub_local_uses_the_checkouts_package(tmp_path, first):
+    """Another `resnets` earlier on the path (an installed release): hubconf still builds the
+    checkout's networks, whether or not the other copy was imported before."""
+    other = tmp_path / "site" / "resnets"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("OTHER = True\n")
+    script = "\n".join([
+        "import sys, torch",
+        "import resnets; assert resnets.OTHER" if first == "imported first" else "",
+        f"model = torch.hub.load({str(REPO)!r}, 'plain20', source='local')",
+        "print(sys.modules['resnets'].__file__)",
+        "print(sum(p.numel() for p in model.parameters()))"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    file, params = out.stdout.split()
+    assert Path(file) == REPO / "src" / "resnets" / "__init__.py" and int(params) == 269_722
 
 
 def test_publish_refuses_unfinished_runs_and_wrong_names(finished_run, tmp_path):

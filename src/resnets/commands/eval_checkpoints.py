@@ -1,5 +1,6 @@
-"""`resnets eval`: top-1 / top-5 error, per-class accuracy and confusion matrix of a checkpoint,
-or of an ensemble of checkpoints (repeated --checkpoint) beside each of its members."""
+"""`resnets eval`: top-1 / top-5 error (top-5 with more than 5 classes), per-class accuracy and
+confusion matrix of a checkpoint, or of an ensemble of checkpoints (repeated --checkpoint)
+beside each of its members."""
 
 from __future__ import annotations
 
@@ -86,10 +87,10 @@ def run(args) -> int:
         workers=args.workers)
     print(f"{res['model']} on {res['split']} split of {printable(res['data_source'])}: "
           f"n={res['n']}")
-    print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
-          f"  loss {res['loss']:.4f}")
+    top5 = f"  top-5 error {100 * res['top5_error']:.2f}%" if _shows_top5(res) else ""
+    print(f"top-1 error {100 * res['top1_error']:.2f}%{top5}  loss {res['loss']:.4f}")
     if "protocol" in res:
-        print(f"protocol {res['protocol']}: {res['views_per_image']} views per image")
+        print(_protocol_line(res, "per image"))
     if "confusion" in res:
         names, width = _per_class("per-class accuracy", res["classes"],
                                   res["per_class_accuracy"])
@@ -99,6 +100,22 @@ def run(args) -> int:
     if args.json:
         print(json_line(res))
     return 0
+
+
+def _shows_top5(res: dict) -> bool:
+    """Top-5 error says something only with more than 5 classes (else it is always 0)."""
+    return len(res["classes"]) > 5
+
+
+def _protocol_line(res: dict, per: str) -> str:
+    """The protocol a result used and its views; for multi_scale the sides it resized to
+    (they follow the net's training size, e.g. 32, 37, 55, 69, 91 for 32-pixel crops)."""
+    line = f"protocol {res['protocol']}: {res['views_per_image']} views {per}"
+    if "scales" in res:
+        flips = " (each with its mirror image)" if res["views_per_scale"] == 2 else ""
+        line += (f": shorter side {', '.join(map(str, res['scales']))} px, "
+                 f"{res['views_per_scale']} view(s) per scale{flips}")
+    return line
 
 
 def _per_class(title: str, classes: list[str], accuracies: list) -> tuple[list[str], int]:
@@ -122,15 +139,20 @@ def _run_ensemble(args) -> int:
     if res["note"]:
         print(f"note: {res['note']}")
     if "protocol" in ens:
-        print(f"protocol {ens['protocol']}: {ens['views_per_image']} views per image and member")
+        print(_protocol_line(ens, "per image and member"))
+        if "scales" not in ens:  # members trained at different sizes used their own sides
+            for m in res["members"]:
+                if "scales" in m:
+                    print(f"  {printable(m['checkpoint'])}: " + _protocol_line(m, "per image"))
     rows = [(f"{m['model']} {printable(m['checkpoint'])}", f"{m['weight']:.3f}", m)
             for m in res["members"]]
     rows.append(("ensemble", "", ens))
     width = max(len(name) for name, _, _ in rows)
-    print(f"  {'':<{width}}  weight    top-1    top-5    loss")
+    top5 = _shows_top5(res)
+    print(f"  {'':<{width}}  weight    top-1" + ("    top-5" if top5 else "") + "    loss")
     for name, weight, r in rows:
         print(f"  {name:<{width}}  {weight:>6}  {100 * r['top1_error']:6.2f}%  "
-              f"{100 * r['top5_error']:6.2f}%  {r['loss']:.4f}")
+              + (f"{100 * r['top5_error']:6.2f}%  " if top5 else "") + f"{r['loss']:.4f}")
     if "confusion" in ens:
         _per_class("ensemble per-class accuracy", res["classes"], ens["per_class_accuracy"])
     if args.json:

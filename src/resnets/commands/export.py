@@ -11,15 +11,19 @@ from ..serve.export import export_checkpoint
 def register(sub) -> None:
     p = sub.add_parser(
         "export", help="export a checkpoint to ONNX, TorchScript or torch.export",
-        description="Export the network of a checkpoint (input: normalized float32 images "
-                    "(B, 3, H, W) with a dynamic batch axis; output: logits) with the "
+        description="Export the network of a checkpoint (input: float32 images (B, 3, H, W) "
+                    "with a dynamic batch axis, pixels scaled to [0, 1], then the recorded mean "
+                    "subtracted; output: logits) with the "
                     "preprocessing record embedded, reload the file, and print its largest "
                     "difference to the eager model on image-like inputs. ONNX needs the "
                     "export extra: pip install \"resnets[export]\".")
-    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .safetensors checkpoint or a shipped weight name (resnet20.cifar10)")
     p.add_argument("--format", dest="fmt", required=True,
                    choices=["onnx", "torchscript", "exported-program"])
-    p.add_argument("--out", required=True, help="file to write (.onnx, .pt, .pt2)")
+    p.add_argument("--out", required=True,
+                   help="file to write: .onnx (onnx), .pt (torchscript), .pt2 (exported-program); "
+                        "a suffix of another format is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out file (without it, one is refused)")
     p.add_argument("--batch-size", type=int, default=2, help="example batch (>= 2)")

@@ -92,13 +92,38 @@ def add_option(group, name: str, default_help: str = "") -> None:
     group.add_argument(flag, default=None, help=option_help(name, default_help), **kwargs)
 
 
+def _group_description(recipe: str) -> str:
+    what = (f"the default recipe, {recipe} (the paper's CIFAR-10 recipe)"
+            if recipe == DEFAULT_RECIPE else f"the recipe {recipe}")
+    return (f"Each flag overrides one value of the recipe. The defaults shown are those of "
+            f"{what}; another --recipe has its own (`resnets train --recipe "
+            f"NAME --help` shows them; see src/resnets/recipes/).")
+
+
+def show_recipe_defaults(parser: argparse.ArgumentParser, recipe: str) -> None:
+    """Make ``parser``'s help show ``recipe``'s values as the defaults of the override flags."""
+    defaults = resolve_config(recipe)
+    per_model = read_recipe(recipe).get("model_overrides", {})
+    for group in parser._action_groups:
+        if group.title == "recipe overrides":
+            group.description = _group_description(recipe)
+    for action in parser._actions:
+        if action.dest in FLAG_FIELDS:
+            action.help = option_help(action.dest,
+                                      _default_help(action.dest, defaults, per_model))
+
+
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a network (CIFAR-10 recipes of the paper)",
+        "train", help="train a network (CIFAR-10 recipes of the paper)", add_help=False,
         description="Train a registered network. Values come from --recipe, then from the "
                     "flags given. The resolved config is written to OUT/config.json and into "
                     "every checkpoint. Stop with Ctrl-C or SIGTERM at any time: the run saves "
                     "and can be continued with --resume auto.")
+    # Help is printed after parsing, so that it shows the values of the --recipe given
+    # (before or after --help), not only the default recipe's.
+    p.add_argument("-h", "--help", action="store_true",
+                   help="show this help, with the defaults of --recipe, and exit")
     p.add_argument("--recipe", default=DEFAULT_RECIPE,
                    help=f"recipe name ({', '.join(list_recipes())}) or a .toml path "
                         f"(default: {DEFAULT_RECIPE})")
@@ -109,11 +134,7 @@ def register(sub) -> None:
                    help="start a new run in an --out that holds one: deletes its checkpoints, "
                         "metrics and logs first (without it, such a directory is refused)")
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
-    g = p.add_argument_group(
-        "recipe overrides",
-        f"Each flag overrides one value of the recipe. The defaults shown are those of the "
-        f"default recipe, {DEFAULT_RECIPE} (the paper's CIFAR-10 recipe); another --recipe "
-        f"has its own (see src/resnets/recipes/).")
+    g = p.add_argument_group("recipe overrides", _group_description(DEFAULT_RECIPE))
     defaults = resolve_config(DEFAULT_RECIPE)
     per_model = read_recipe(DEFAULT_RECIPE).get("model_overrides", {})
     for name in FLAG_FIELDS:
@@ -125,7 +146,7 @@ def register(sub) -> None:
                         "model's)")
     g.add_argument("--unit", help="residual-unit variant, e.g. full_preact (default: the "
                                   "model's)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
 
 
 def overrides_from_args(args) -> dict:
@@ -155,6 +176,11 @@ def check_device(name: str | None) -> None:
 
 
 def run(args) -> int:
+    if args.help:
+        if args.recipe != DEFAULT_RECIPE:
+            show_recipe_defaults(args.parser, args.recipe)
+        args.parser.print_help()
+        return 0
     check_device(args.device)
     overrides = overrides_from_args(args)
     cfg = resolve_config(args.recipe, **overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from ..models import get_weights, list_weights
@@ -15,9 +16,13 @@ def register(sub) -> None:
                     "record. publish: copy a finished run's final (last-iteration) weights into "
                     "the package as <model>.<dataset> with their sha256 and metadata (a "
                     "developer command; commit the result).")
+    json_help = ("the metadata as JSON (a per-pixel mean image as its shape and the sha256 of "
+                 "its JSON: the image itself is stored once, in the weights file)")
+    p.add_argument("--json", action="store_true", help=json_help)  # `weights --json` lists
     cmds = p.add_subparsers(dest="action", metavar="ACTION")
     ls = cmds.add_parser("list", help="the shipped weights (default)")
-    ls.add_argument("--json", action="store_true", help="the full metadata as JSON")
+    # its own dest: a subcommand's default would overwrite `weights --json list`
+    ls.add_argument("--json", dest="list_json", action="store_true", help=json_help)
     pub = cmds.add_parser("publish", help="publish a finished run's final weights")
     pub.add_argument("run_dir", help="a finished run directory (final.safetensors or last)")
     pub.add_argument("--name", required=True, help="<model>.<dataset>, e.g. resnet20.cifar10")
@@ -28,7 +33,22 @@ def register(sub) -> None:
                      help="where to read the run's validation split, on which the published "
                           "weights are measured in fp32 (default: the run's --data)")
     pub.add_argument("--cache-dir", default=None, help="decoded-data cache for --source")
-    p.set_defaults(func=run, action="list", json=False)
+    p.set_defaults(func=run, action="list", list_json=False)
+
+
+def json_normalization(norm: dict) -> dict:
+    """A normalization record for listing: a per-pixel mean image (3 x 32 x 32 numbers, the
+    bulk of the metadata) becomes its shape and sha256, so that equal images show as equal;
+    a per-channel one (3 numbers) stays as it is."""
+    if norm.get("kind") != "per_pixel_mean":
+        return norm
+    mean, shape = norm["mean"], []
+    while isinstance(mean, list):  # the nested lists' lengths: (3, H, W)
+        shape.append(len(mean))
+        mean = mean[0] if mean else None
+    digest = hashlib.sha256(json.dumps(norm["mean"]).encode()).hexdigest()
+    return {"kind": norm["kind"], "mean_shape": shape, "mean_sha256": digest,
+            "std": norm.get("std")}
 
 
 def run(args) -> int:
@@ -41,8 +61,9 @@ def run(args) -> int:
               f"Commit {w.path.parent}.")
         return 0
     weights = [get_weights(n) for n in list_weights()]
-    if args.json:
-        print(json.dumps([{"name": w.name, "file": w.file, "sha256": w.sha256, **w.meta}
+    if args.json or args.list_json:
+        print(json.dumps([{"name": w.name, "file": w.file, "sha256": w.sha256, **w.meta,
+                           "normalization": json_normalization(w.meta["normalization"])}
                           for w in weights]))
         return 0
     if not weights:

@@ -65,6 +65,11 @@ def decode_image_bytes(data: bytes, image_size: int | None) -> np.ndarray:
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
             img.load()
             rgb = img if img.mode == "RGB" else to_rgb8(img)
+    except Image.UnidentifiedImageError as err:
+        # Pillow's message names the in-memory buffer (<_io.BytesIO object at 0x...>), which
+        # tells the user nothing; the caller names the file
+        raise BadImage("not an image Pillow can identify (JPEG, PNG, BMP, PPM/PGM, TIFF or "
+                       "WebP); the file is damaged or of another kind") from err
     except Exception as err:  # PIL plugins raise many exception types on corrupt input
         raise BadImage(f"{type(err).__name__}: {err}") from err
     if image_size is not None and rgb.size != (image_size, image_size):

@@ -234,6 +234,9 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
                                    confusion=family == "cifar" and protocol is None)
     view = {k: members[0][k] for k in ("protocol", "family", "views_per_image")
             if k in members[0]}
+    if len({tuple(m.get("scales", ())) for m in members}) == 1 and "scales" in members[0]:
+        # multi_scale's sides follow each member's training size: shown when they agree
+        view.update(scales=members[0]["scales"], views_per_scale=members[0]["views_per_scale"])
     return {"split": split, "data_source": source, "classes": classes, "n": ensemble["n"],
             "note": note, "members": members,
             "ensemble": {"models": [m["model"] for m in members], "weights": w, **view,

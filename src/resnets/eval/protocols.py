@@ -338,8 +338,9 @@ def evaluate_protocol(
 
     Returns:
         ``{"protocol", "family", "views_per_image", "n", "top1_error", "top5_error",
-        "loss"}``; errors are fractions in [0, 1], ``loss`` the mean negative log of the
-        averaged probability of the true class.
+        "loss"}``, and for ``multi_scale`` its ``"scales"`` (shorter sides in pixels) and
+        ``"views_per_scale"`` (2 with flips); errors are fractions in [0, 1], ``loss`` the
+        mean negative log of the averaged probability of the true class.
     """
     protocol = _as_protocol(protocol, family)
     if not isinstance(normalization, Normalization):
@@ -386,10 +387,14 @@ def evaluate_protocol(
     y = torch.tensor(labels, device=device)
     true_prob = probs.gather(1, y[:, None]).squeeze(1)
     extra = {"probs": probs.cpu(), "labels": y.cpu()} if return_probs else {}
+    # multi_scale's sides follow the net's training size (`protocol_for_size`): say which
+    scales = {"scales": list(protocol.scales), "views_per_scale": 2 if protocol.flips else 1} \
+        if protocol.name == "multi_scale" else {}
     return {
         "protocol": protocol.name,
         "family": protocol.family,
         "views_per_image": protocol.num_views,
+        **scales,
         "n": n,
         "top1_error": 1.0 - topk_correct(probs, y, 1).item() / n,
         "top5_error": 1.0 - topk_correct(probs, y, 5).item() / n,

@@ -11,16 +11,23 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ..analysis.curves import plot_panels, read_metrics
+from ..analysis.curves import describe_setups, plot_panels, read_metrics
 from ..errors import UserError
 from ..models import UNITS
 from . import paper
 from .runner import PRESETS, Experiment, Variant
 
 PROTOCOL_NOTE = ("Errors of the final (last-iteration) weights. Validation error: images held "
-                 "out of the training set (the paper's 45k/5k split; '-' when trained on all "
-                 "images), never test data and never used to pick weights. Test error, where "
-                 "shown: the source's test split, as the paper's column.")
+                 "out of the training set ('-' when trained on all images), never test data "
+                 "and never used to pick weights. Test error, where shown: the source's test "
+                 "split, as the paper's column.")
+
+
+def setup_note(rows: list[dict]) -> str:
+    """What the rows' runs trained on and how long, from each run's own config: one sentence
+    when they agree, else one per run. Runs not started are left out while any has."""
+    started = [r for r in rows if r["iterations"]] or rows
+    return describe_setups({r["label"]: r["setup"] for r in started})
 
 
 # Depths each experiment trains when --depths is not given, per preset: the paper's, or ones
@@ -117,9 +124,10 @@ def stat_cells(rs: list[dict], key: str = "val_error") -> str:
             f"{best_of(st)}")
 
 
-def _table(header: str, lines: list[str]) -> str:
+def _table(header: str, lines: list[str], rows: list[dict]) -> str:
     cols = header.count("|") - 1
-    return "\n".join([PROTOCOL_NOTE, "", header, "|" + "---|" * cols, *lines]) + "\n"
+    return "\n".join([f"{PROTOCOL_NOTE} {setup_note(rows)}", "", header, "|" + "---|" * cols,
+                      *lines]) + "\n"
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -144,7 +152,7 @@ def table6(depths: str | None, seeds: str | int, preset: str = "paper") -> Exper
             lines = [f"{line} {mean_std(summary['test_stats'][str(d)])} |"
                      for line, d in zip(lines, ds, strict=True)]
             header += " our test error mean ± std (%) |"
-        return _table(header, lines), []
+        return _table(header, lines, rows), []
 
     return Experiment("table6", "Table 6: CIFAR-10 error of ResNets by depth", variants,
                       summarize)
@@ -175,7 +183,7 @@ def degradation(depths: str | None, seeds: str | int, out: Path,
                   for c in summary["checks"]]
         header = ("| net | depth | params (M) | n | final train error (%) | "
                   "final val error (%) |")
-        return _table(header, lines), [fig]
+        return _table(header, lines, rows), [fig]
 
     return Experiment("degradation", "Fig. 6: the degradation problem, plain vs residual",
                       variants, summarize)
@@ -214,7 +222,7 @@ def shortcuts(depths: str | None, seeds: str | int, preset: str = "paper") -> Ex
                          f"{stat_cells(rs)} | {paper.SHORTCUT_IMAGENET[opt][0]} |")
         header = (f"| shortcut | params | final train error (%) | {STAT_HEADER} | "
                   f"paper ResNet-34 ImageNet top-1 (%) |")
-        return _table(header, lines), []
+        return _table(header, lines, rows), []
 
     return Experiment("shortcuts", f"Shortcut options A/B/C and plain on CIFAR resnet{d}",
                       variants, summarize)
@@ -229,7 +237,7 @@ def preact(depths: str | None, seeds: str | int, preset: str = "paper") -> Exper
         lines = [f"| {unit} | {stat_cells(rs)} | {paper.PREACT_ERROR[unit][110]} | "
                  f"{paper.PREACT_ERROR[unit][164]} |" for unit, rs in group_rows(rows).items()]
         header = f"| unit | {STAT_HEADER} | paper ResNet-110 (%) | paper ResNet-164 (%) |"
-        return _table(header, lines), []
+        return _table(header, lines, rows), []
 
     return Experiment("preact", f"Residual-unit variants (1603.05027) on CIFAR resnet{d}",
                       variants, summarize)
@@ -260,10 +268,10 @@ def paper_cifar(nets: str | None, seeds: str | int, out: Path) -> Experiment:
 def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str, list[Path]]:
     lines = [
         "Validation error: final (last-iteration) weights on the images held out of the "
-        "shared JPEG training set (paper recipe: 45k/5k split; never trained on, never used "
-        "to choose weights); the paper's column is its "
-        "CIFAR-10 *test* error on the original images. Absolute errors are not comparable "
-        "(JPEG quality ~75 costs about ten points); the orderings below are.",
+        "shared JPEG training set (never trained on, never used to choose weights); the "
+        "paper's column is its CIFAR-10 *test* error on the original images. Absolute errors "
+        "are not comparable (JPEG quality ~75 costs about ten points); the orderings below "
+        f"are. {setup_note(rows)}",
         "",
         "| net | params (M) | paper test error (%) | our val error (%) | our train error (%) "
         "| iterations | device(s) | train time (h) |",

@@ -190,22 +190,23 @@ def check_run(run_dir: str | Path, against: str | Path, *,
     for key in ("torch", "torchvision", "device"):
         details.append(f"{key:<12} {ours[key]:<{width}} {ref[key]}")
 
-    # Config fields that differ, against each committed seed's config.
-    diffs: dict[str, tuple[Any, Any]] = {}
-    for record in theirs:
-        for key, a, b in _differences(cfg, record["config"]):
-            diffs.setdefault(key, (a, b))
+    # Config fields that differ from any committed seed's config, shown with every committed
+    # value (a committed seed-0 run's seed is "0 vs 0, 1, 2", not "0 vs 1").
+    differing = {key for record in theirs for key, _, _ in _differences(cfg, record["config"])}
+    diffs: dict[str, tuple[Any, str]] = {
+        key: (cfg[key], ", ".join(dict.fromkeys(json.dumps(r["config"][key]) for r in theirs
+                                               if key in r["config"])))
+        for key in sorted(differing)}
     if diffs:
         details.append("config fields that differ (yours vs committed):")
         for key, (a, b) in diffs.items():
-            details.append(f"  {key}: {json.dumps(a)} vs {json.dumps(b)} ({_kind(key)})")
+            details.append(f"  {key}: {json.dumps(a)} vs {b} ({_kind(key)})")
     else:
         details.append("config fields that differ: none")
     blocking = [k for k in diffs if _kind(k) != "free"]
     if blocking:
         kinds = sorted({_kind(k) for k in blocking})
-        shown = ", ".join(f"{k} {json.dumps(diffs[k][0])} vs {json.dumps(diffs[k][1])}"
-                          for k in blocking)
+        shown = ", ".join(f"{k} {json.dumps(diffs[k][0])} vs {diffs[k][1]}" for k in blocking)
         return verdict(NOT_COMPARABLE, f"different {' and '.join(kinds)}: {shown}; the "
                        f"committed {model} runs are not a reference for this run.",
                        differing=blocking)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..analysis.curves import read_metrics, segment_devices
+from ..analysis.curves import describe_setup, read_metrics, read_run_record, segment_devices
 from ..checkpoint import (
     FINAL,
     LAST,
@@ -77,6 +77,7 @@ def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | 
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
     devices = segment_devices(rows)
+    record = read_run_record(run_dir)
     return {
         "label": v.label, "group": v.group, "model": v.model, "model_kwargs": v.model_kwargs,
         "seed": v.seed, "run_dir": v.label,
@@ -90,6 +91,10 @@ def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | 
         "wall_s": ckpt.meta["train_state"]["elapsed_s"] if ckpt else 0.0,
         "device": ckpt.meta["device"] if ckpt else None,
         "devices": devices or ([ckpt.meta["device"]] if ckpt else []),
+        # the run's data and schedule from its own config.json (from the options before it
+        # started), so that tables describe what ran, not the recipe
+        "setup": describe_setup(record["config"], record["run"]) if record
+        else describe_setup(cfg.to_dict()),
     }
 
 

@@ -1,10 +1,11 @@
 """Export a checkpoint's network to ONNX, TorchScript or a torch.export program, and check it.
 
 The exported graph is the bare network: its input is a normalized float32 (B, 3, H, W)
-batch, its output the (B, num_classes) logits, and the batch axis is dynamic. How images
-become that input (the checkpoint's ``normalization``, ``image_size``, ``preprocessing``)
-travels inside the file as a JSON record named ``resnets``: ONNX ``metadata_props``, a
-TorchScript extra file ``resnets.json``, a torch.export extra file ``resnets.json``.
+batch (pixels scaled to [0, 1], then the mean subtracted: `INPUT_DOC`), its output the
+(B, num_classes) logits, and the batch axis is dynamic. How images become that input (the
+checkpoint's ``normalization``, ``image_size``, ``preprocessing``) travels inside the file
+as a JSON record named ``resnets``: ONNX ``metadata_props``, a TorchScript extra file
+``resnets.json``, a torch.export extra file ``resnets.json``.
 
 Every export is reloaded from disk and run on images that look like the checkpoint's inputs
 (smooth random colour fields, normalized with the checkpoint's own statistics) at several
@@ -43,6 +44,16 @@ __all__ = ["FORMATS", "ExportError", "ExportReport", "check_out", "export_checkp
 FORMATS = ("onnx", "torchscript", "exported-program")
 META_NAME = "resnets"  # ONNX metadata key; TorchScript / torch.export extra file resnets.json
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+# The file name suffixes of each format: a suffix of another format is refused (an ONNX file
+# named x.pt2 would fail in torch.export.load); torch.export.load insists on .pt2.
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts"),
+            "exported-program": (".pt2",)}
+# How pixels become the exported graph's input (`Normalization.apply`), for the embedded
+# record: a consumer outside Python must scale to [0, 1] before subtracting the mean.
+INPUT_DOC = (f"{INPUT_NAME}: float32 (B, 3, H, W), RGB; each uint8 pixel divided by 255 (to "
+             f"[0, 1]), then normalization.mean subtracted (a (3, H, W) image for "
+             f"per_pixel_mean, one value per channel for channel_mean_std), then divided by "
+             f"normalization.std when it is given")
 # Records copied into the exported file: what a consumer needs to prepare inputs.
 _META_KEYS = ("model", "model_kwargs", "classes", "normalization", "image_size",
               "preprocessing")
@@ -79,6 +90,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, fmt
                       **kwargs) -> ExportReport:
     """Load ``checkpoint`` on the CPU and `export_model` it to ``out``."""
     check_out(out, kwargs.get("overwrite", False))  # before the checkpoint is read
+    check_suffix(out, fmt)
     model, meta = load_checkpoint(checkpoint, device="cpu")
     return export_model(model, meta, out, fmt, **kwargs)
 
@@ -107,6 +119,23 @@ def check_out(out: str | os.PathLike, overwrite: bool = False) -> None:
                           f"choose another --out.")
 
 
+def check_suffix(out: str | os.PathLike, fmt: str) -> None:
+    """Refuse an ``out`` whose suffix belongs to another format than ``fmt`` (or, for
+    exported-program, any suffix but .pt2)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    out = Path(out)
+    suffix = out.suffix.lower()
+    owner = next((f for f, ends in SUFFIXES.items() if suffix in ends), None)
+    if fmt == "exported-program" and suffix != ".pt2":
+        raise ExportError(f"--out {out}: torch.export archives are .pt2 files (torch.export.load "
+                          f"expects the suffix); use e.g. {out.with_suffix('.pt2')}.")
+    if owner not in (None, fmt):
+        raise ExportError(f"--out {out} has the suffix of {owner} files, but --format is {fmt}; "
+                          f"name it e.g. {out.with_suffix(SUFFIXES[fmt][0])}, or pass --format "
+                          f"{owner}.")
+
+
 def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike, fmt: str, *,
                  batch_size: int = 2, verify: bool = True, tolerance: float = 1e-4,
                  overwrite: bool = False) -> ExportReport:
@@ -119,8 +148,7 @@ def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike,
     difference exceeds ``tolerance`` (the file is kept for inspection) or when the export
     tooling is missing.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    check_suffix(out, fmt)
     if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
         raise ExportError(f"--tolerance must be a finite number >= 0, got {tolerance}; a NaN "
                           f"or negative tolerance would accept or refuse every export. To skip "
@@ -134,13 +162,10 @@ def export_model(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike,
                           f"describe the exported model's input.")
     check_out(out, overwrite)
     out = Path(out)
-    if fmt == "exported-program" and out.suffix != ".pt2":
-        raise ExportError(f"--out {out}: torch.export archives are .pt2 files (torch.export.load "
-                          f"expects the suffix); use e.g. {out.with_suffix('.pt2')}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().cpu()
     record = json.dumps({**{k: meta[k] for k in _META_KEYS if k in meta},
-                         "input": f"{INPUT_NAME}: normalized float32 (B, 3, H, W)",
+                         "input": INPUT_DOC,
                          "output": f"{OUTPUT_NAME}: float32 (B, num_classes)"})
     example = sample_inputs(meta, batch_size, seed=0)
     writer, reloader = {"onnx": (_write_onnx, _load_onnx),
