@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .models import UnknownModelError, model_info
 
 PAPER_ITERATIONS = 64000
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
@@ -150,11 +151,15 @@ class TrainConfig:
     plateau_threshold: float = option(
         1e-3, help="plateau schedule: smaller val-error gains do not count")
     warmup_lr: float | None = option(
-        None, help="lr used until training error < warmup_until_error")
+        None, help="lr used until training error < warmup_until_error (none: no warm-up; "
+                   "the CIFAR recipe sets it by depth, whatever the net's name or unit)")
     warmup_until_error: float = option(
         0.8, help="warm-up ends when the training error drops below this")
     warmup_max_iterations: int = option(
-        2000, help="warm-up ends here regardless (a safety stop)")
+        2000, help="warm-up ends at this iteration whatever the training error: a safety "
+                   "stop of this code, not the papers' (theirs ends at < 80% training error, "
+                   "about 400 iterations; 1603.05027's after 400), so that a net which never "
+                   "gets below warmup_until_error still reaches lr")
     # --- speed switches (one code path; "auto" picks per device)
     device: str = option("auto", resumable=True,
                          help="auto (CUDA when there is one, else cpu) | cpu | cuda | cuda:N")
@@ -343,16 +348,19 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
 
 
 def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConfig:
-    """Recipe values, then the recipe's per-model overrides, then the caller's overrides.
+    """Recipe values, then the recipe's depth rule (``[depth_overrides]``, see
+    `depth_overrides`) and per-model overrides, then the caller's overrides.
 
     Overriding ``iterations`` without ``milestones`` rescales the milestones proportionally,
     so a short run keeps the paper's schedule shape (lr / 10 at 50% and 75%).
     """
     table = read_recipe(recipe)
     per_model = table.pop("model_overrides", {})
+    by_depth = table.pop("depth_overrides", {})
     values: dict[str, Any] = {**table, "recipe": recipe}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model = overrides.get("model", values.get("model", TrainConfig.model))
+    values.update(depth_overrides(by_depth, model, recipe))
     values.update(per_model.get(model, {}))
     base_iterations = values.get("iterations", PAPER_ITERATIONS)
     base_milestones = values.get("milestones", TrainConfig.milestones)
@@ -361,6 +369,26 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
         values["milestones"] = rescale_milestones(base_milestones, base_iterations,
                                                   values["iterations"])
     return TrainConfig.from_dict(values)
+
+
+def depth_overrides(rule: dict[str, Any], model: str, recipe: str = "the recipe"
+                    ) -> dict[str, Any]:
+    """The values a recipe's ``[depth_overrides]`` table sets for ``model``: its keys other than
+    ``family`` and ``min_depth``, for every registered net of that family with at least
+    ``min_depth`` layers; nothing for other nets. Keyed by the network, not by its name, so
+    ``resnet164`` with ``unit="full_preact"`` trains as ``preact_resnet164`` does."""
+    if not rule:
+        return {}
+    if not _is_int(rule.get("min_depth")) or not isinstance(rule.get("family"), str):
+        raise UserError(f"recipe {recipe}: [depth_overrides] needs family = \"cifar\" or "
+                        f"\"imagenet\" and a whole-number min_depth, got {rule!r}.")
+    try:
+        info = model_info(model)
+    except UnknownModelError:
+        return {}  # the config names the unknown model where it is built, with suggestions
+    if info.family != rule["family"] or info.depth < rule["min_depth"]:
+        return {}
+    return {k: v for k, v in rule.items() if k not in ("family", "min_depth")}
 
 
 def rescale_milestones(milestones, iterations: int, new_iterations: int) -> list[int]:

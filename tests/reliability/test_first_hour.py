@@ -58,7 +58,7 @@ def test_every_train_flag_has_help_and_its_default():
         assert f"(default: {shown}" in helps[name], (name, helps[name])
     assert "(default: 32000,48000 for 64000 iterations" in helps["milestones"]
     assert "(default: 256,480)" in helps["scale_range"]
-    assert "0.01 for resnet110, resnet1202" in helps["warmup_lr"]
+    assert "(default: none; 0.01 for cifar nets of 110 layers or more)" in helps["warmup_lr"]
 
 
 def test_switches_and_normalization_are_explained(capsys):

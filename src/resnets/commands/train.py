@@ -60,8 +60,9 @@ def _shown(value) -> str:
     return str(value)
 
 
-def _default_help(name: str, defaults, per_model: dict) -> str:
-    """'(default: V)' from the default recipe, with the values it sets for some models."""
+def _default_help(name: str, defaults, per_model: dict, by_depth: dict | None = None) -> str:
+    """'(default: V)' from the default recipe, with the values it sets for some models (by
+    name, or by depth: its ``[depth_overrides]`` table)."""
     value = getattr(defaults, name)
     shown = "auto" if name == "channels_last" and value is None else _shown(value)
     if name == "milestones":
@@ -72,6 +73,9 @@ def _default_help(name: str, defaults, per_model: dict) -> str:
         if name in table:
             special.setdefault(_shown(table[name]), []).append(model)
     extra = "".join(f"; {v} for {', '.join(models)}" for v, models in special.items())
+    if by_depth and name in by_depth:
+        extra += (f"; {_shown(by_depth[name])} for {by_depth['family']} nets of "
+                  f"{by_depth['min_depth']} layers or more")
     return f"(default: {shown}{extra})"
 
 
@@ -115,9 +119,10 @@ def register(sub) -> None:
         f"default recipe, {DEFAULT_RECIPE} (the paper's CIFAR-10 recipe); another --recipe "
         f"has its own (see src/resnets/recipes/).")
     defaults = resolve_config(DEFAULT_RECIPE)
-    per_model = read_recipe(DEFAULT_RECIPE).get("model_overrides", {})
+    table = read_recipe(DEFAULT_RECIPE)
+    per_model, by_depth = table.get("model_overrides", {}), table.get("depth_overrides", {})
     for name in FLAG_FIELDS:
-        add_option(g, name, _default_help(name, defaults, per_model))
+        add_option(g, name, _default_help(name, defaults, per_model, by_depth))
     # model_kwargs, one flag per keyword
     g.add_argument("--shortcut", choices=["A", "B", "C"],
                    help="shortcut option of the model: A zero-padding identity, B projections "
