@@ -114,8 +114,9 @@ class TrainConfig:
         False, help="skip unreadable image files instead of stopping")
     normalization: str = option(
         "per_pixel_mean", choices=("per_pixel_mean", "channel_mean_std"),
-        help="per_pixel_mean: subtract the training split's mean image (the paper); "
-             "channel_mean_std: per-channel mean and std")
+        help="per_pixel_mean: subtract the training split's mean image (the paper; device "
+             "pipeline only); channel_mean_std: per-channel mean and std (the folder "
+             "pipeline's: fixed ImageNet statistics)")
     pad: int = option(4, help="random-crop padding in pixels; 0 disables cropping")
     flip: bool = option(True, help="random horizontal flips of training images")
     pipeline: str = option(
@@ -263,6 +264,29 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(f"invalid training option: {message}.")
+        if self.normalization != "channel_mean_std" and self.resolved_pipeline() == "folder":
+            # The folder pipeline normalizes with fixed per-channel ImageNet statistics: a
+            # record saying per_pixel_mean would state an option that never ran.
+            raise UserError(
+                f"invalid training option: normalization {self.normalization} is not "
+                f"implemented by the folder pipeline (which {self.model} uses"
+                f"{'' if self.pipeline == 'folder' else ' by default'}): it subtracts the "
+                f"per-channel ImageNet mean and divides by its std. Pass --normalization "
+                f"channel_mean_std (the value of the imagenet-paper and imagenet-steps "
+                f"recipes), or --pipeline device for a CIFAR-style net, whose pipeline "
+                f"subtracts the per-pixel mean.")
+
+    def resolved_pipeline(self) -> str | None:
+        """``pipeline`` with ``auto`` decided: ``device`` for the CIFAR family, ``folder`` for
+        ImageNet nets; None for a name no net is registered under (refused when built, with
+        the closest registered names)."""
+        if self.pipeline != "auto":
+            return self.pipeline
+        try:
+            family = model_info(self.model).family
+        except UnknownModelError:
+            return None
+        return "device" if family == "cifar" else "folder"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

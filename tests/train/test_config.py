@@ -149,3 +149,37 @@ def test_a_malformed_depth_rule_is_named(tmp_path):
     path.write_text('[depth_overrides]\nmin_depth = "deep"\nfamily = "cifar"\nwarmup_lr = 0.01\n')
     with pytest.raises(UserError, match=r"\[depth_overrides\] needs family"):
         resolve_config(str(path), model="resnet110")
+
+
+# --------------------------------------------- a recorded normalization is the one that ran
+@pytest.mark.parametrize(("recipe", "overrides"), [
+    ("imagenet-paper", {"normalization": "per_pixel_mean"}),
+    ("imagenet-steps", {"normalization": "per_pixel_mean", "model": "resnet18"}),
+    ("cifar10-paper", {"model": "resnet18"}),  # an ImageNet net: the folder pipeline
+    ("cifar10-paper", {"model": "resnet20", "pipeline": "folder"}),
+])
+def test_a_normalization_the_folder_pipeline_does_not_run_is_refused(recipe, overrides):
+    with pytest.raises(UserError, match="normalization per_pixel_mean is not implemented by "
+                                        "the folder pipeline") as err:
+        resolve_config(recipe, **overrides)
+    assert "--normalization channel_mean_std" in str(err.value)
+
+
+def test_a_record_stating_a_normalization_that_did_not_run_cannot_be_read():
+    record = resolve_config("imagenet-paper").to_dict()
+    assert (record["normalization"], record["pipeline"]) == ("channel_mean_std", "folder")
+    with pytest.raises(UserError, match="not implemented by the folder pipeline"):
+        TrainConfig.from_dict({**record, "normalization": "per_pixel_mean"})
+
+
+def test_each_pipeline_keeps_the_normalizations_it_runs():
+    cifar = resolve_config("cifar10-paper")
+    assert (cifar.normalization, cifar.resolved_pipeline()) == ("per_pixel_mean", "device")
+    assert resolve_config("cifar10-paper", normalization="channel_mean_std").normalization \
+        == "channel_mean_std"
+    net = resolve_config("imagenet-paper", model="resnet8", pipeline="device",
+                         normalization="per_pixel_mean")
+    assert net.resolved_pipeline() == "device"
+    assert resolve_config("cifar10-paper", model="resnet18",
+                          normalization="channel_mean_std").resolved_pipeline() == "folder"
+    assert TrainConfig(model="no_such_net").resolved_pipeline() is None  # refused when built

@@ -43,15 +43,10 @@ class TrainData:
         raise NotImplementedError
 
 
-def resolve_pipeline(cfg: TrainConfig) -> str:
-    if cfg.pipeline != "auto":
-        return cfg.pipeline
-    return "device" if model_info(cfg.model).family == "cifar" else "folder"
-
-
 def build_train_data(cfg: TrainConfig, device: torch.device, channels_last: bool,
                      env: DistEnv) -> TrainData:
-    if resolve_pipeline(cfg) == "device":
+    model_info(cfg.model)  # an unknown name is refused with the closest registered ones
+    if cfg.resolved_pipeline() == "device":
         return DeviceData(cfg, device, channels_last, env)
     return FolderData(cfg, device, channels_last, env)
 
@@ -149,6 +144,8 @@ class FolderData(TrainData):
         if self.steps_per_epoch == 0:
             raise UserError(f"{self.num_train} training images give no complete batch of "
                             f"{cfg.batch_size}. Lower --batch-size or use more data.")
+        # TrainConfig refuses any other normalization for this pipeline: this is what ran.
+        assert cfg.normalization == "channel_mean_std", cfg.normalization
         self.normalization = Normalization("channel_mean_std", list(IMAGENET_MEAN),
                                            list(IMAGENET_STD))
         self.image_size = [3, cfg.crop_size, cfg.crop_size]
