@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 from ..errors import UserError, printable
 from ..eval import checkpoint_eval
@@ -84,6 +85,8 @@ def run(args) -> int:
         args.checkpoint[0], data=args.data, split=args.split, batch_size=args.batch_size,
         device=args.device, cache_dir=args.cache_dir, protocol=args.protocol,
         workers=args.workers)
+    if "warning" in res:
+        print(f"warning: {printable(res['warning'])}", file=sys.stderr)
     print(f"{res['model']} on {res['split']} split of {printable(res['data_source'])}: "
           f"n={res['n']}")
     print(f"top-1 error {100 * res['top1_error']:.2f}%  top-5 error {100 * res['top5_error']:.2f}%"
@@ -121,6 +124,9 @@ def _run_ensemble(args) -> int:
           f"{printable(res['data_source'])}: n={res['n']}")
     if res["note"]:
         print(f"note: {res['note']}")
+    for member in res["members"]:
+        if "warning" in member:
+            print(f"warning: {printable(member['warning'])}", file=sys.stderr)
     if "protocol" in ens:
         print(f"protocol {ens['protocol']}: {ens['views_per_image']} views per image and member")
     rows = [(f"{m['model']} {printable(m['checkpoint'])}", f"{m['weight']:.3f}", m)
