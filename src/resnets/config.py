@@ -87,7 +87,8 @@ class TrainConfig:
     model: str = option("resnet20", help="registered model name (`resnets models`)")
     model_kwargs: dict = option(
         default_factory=dict, flag=False,
-        help="ResNet keyword overrides, e.g. {\"shortcut\": \"B\"} (flags --shortcut, --unit)")
+        help="ResNet keyword overrides, e.g. {\"shortcut\": \"B\"} (flags --shortcut, --unit, "
+             "--init-mode)")
     recipe: str = option("cifar10-paper", resumable=True, flag=False,
                          help="recipe name or TOML path this config came from (flag --recipe)")
     init: str | None = option(

@@ -1,8 +1,8 @@
 """`resnets train`: train a CIFAR ResNet with a recipe (default: the paper's CIFAR-10 recipe).
 
 Every flag of the "recipe overrides" group is derived from a `TrainConfig` field (its help,
-choices and how a value is spelled are declared there, once); `--shortcut` and `--unit` fill
-``model_kwargs``.
+choices and how a value is spelled are declared there, once); `--shortcut`, `--unit` and
+`--init-mode` fill ``model_kwargs``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..config import (
     value_type,
 )
 from ..errors import UserError
+from ..models.resnet import INIT_MODES
 from ..train.loop import Trainer
 
 DEFAULT_RECIPE = "cifar10-paper"
@@ -130,6 +131,11 @@ def register(sub) -> None:
                         "model's)")
     g.add_argument("--unit", help="residual-unit variant, e.g. full_preact (default: the "
                                   "model's)")
+    g.add_argument("--init-mode", choices=list(INIT_MODES),
+                   help="He normal init of the convs: fan_out counts a conv's outputs "
+                        "(fb.resnet.torch, torchvision), fan_in its inputs (He et al. 2015's "
+                        "derivation); they differ where a conv changes the width (default: "
+                        "fan_out)")
     p.set_defaults(func=run)
 
 
@@ -137,7 +143,8 @@ def overrides_from_args(args) -> dict:
     """The recipe overrides the user actually gave (flags left out are absent)."""
     overrides = {name: getattr(args, name) for name in FLAG_FIELDS
                  if getattr(args, name) is not None}
-    model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
+    model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit", "init_mode")
+                    if getattr(args, k)}
     if model_kwargs:
         overrides["model_kwargs"] = model_kwargs
     return overrides
