@@ -118,3 +118,12 @@ def test_fig7_defaults_to_the_test_split_and_labels_the_split(cifar_run, color_f
     md = tmp_path / "report.md"
     build_report([tmp_path / "b"], tmp_path / "report.html", md)
     assert "| val (40 images) |" in md.read_text()
+
+
+def test_a_run_without_validation_says_so_and_keeps_no_best(tiny_config, tmp_path):
+    cfg = tiny_config(val_split=0, iterations=4, milestones=[3], eval_every=2, save_every=2,
+                      log_every=2)
+    Trainer(cfg, tmp_path / "run", quiet=True).fit()
+    run = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
+    assert run["validation"] is None and run["best_checkpoint"] == "none (no validation images)"
+    assert not (tmp_path / "run" / "best.safetensors").exists()

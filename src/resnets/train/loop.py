@@ -189,10 +189,11 @@ class Trainer:
             "classes": self.classes,
             "normalization": self.data.normalization.kind,
             "validation": self.data.validation,
-            "best_checkpoint": ("kept (lowest error on these images, held out of training)"
-                                if self.keeps_best else
-                                "not kept (these are the images results are reported on: "
-                                "report the final weights)"),
+            "best_checkpoint": (
+                "none (no validation images)" if self.data.validation is None else
+                "kept (lowest error on these images, held out of training)" if self.keeps_best
+                else "not kept (these are the images results are reported on: report the "
+                     "final weights)"),
         }
 
     # ------------------------------------------------------------- checkpointing
