@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .models import UnknownModelError, model_info
 
 PAPER_ITERATIONS = 64000
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
@@ -86,7 +87,8 @@ class TrainConfig:
     model: str = option("resnet20", help="registered model name (`resnets models`)")
     model_kwargs: dict = option(
         default_factory=dict, flag=False,
-        help="ResNet keyword overrides, e.g. {\"shortcut\": \"B\"} (flags --shortcut, --unit)")
+        help="ResNet keyword overrides, e.g. {\"shortcut\": \"B\"} (flags --shortcut, --unit, "
+             "--init-mode)")
     recipe: str = option("cifar10-paper", resumable=True, flag=False,
                          help="recipe name or TOML path this config came from (flag --recipe)")
     init: str | None = option(
@@ -113,8 +115,9 @@ class TrainConfig:
         False, help="skip unreadable image files instead of stopping")
     normalization: str = option(
         "per_pixel_mean", choices=("per_pixel_mean", "channel_mean_std"),
-        help="per_pixel_mean: subtract the training split's mean image (the paper); "
-             "channel_mean_std: per-channel mean and std")
+        help="per_pixel_mean: subtract the training split's mean image (the paper; device "
+             "pipeline only); channel_mean_std: per-channel mean and std (the folder "
+             "pipeline's: fixed ImageNet statistics)")
     pad: int = option(4, help="random-crop padding in pixels; 0 disables cropping")
     flip: bool = option(True, help="random horizontal flips of training images")
     pipeline: str = option(
@@ -150,11 +153,15 @@ class TrainConfig:
     plateau_threshold: float = option(
         1e-3, help="plateau schedule: smaller val-error gains do not count")
     warmup_lr: float | None = option(
-        None, help="lr used until training error < warmup_until_error")
+        None, help="lr used until training error < warmup_until_error (none: no warm-up; "
+                   "the CIFAR recipe sets it by depth, whatever the net's name or unit)")
     warmup_until_error: float = option(
         0.8, help="warm-up ends when the training error drops below this")
     warmup_max_iterations: int = option(
-        2000, help="warm-up ends here regardless (a safety stop)")
+        2000, help="warm-up ends at this iteration whatever the training error: a safety "
+                   "stop of this code, not the papers' (theirs ends at < 80% training error, "
+                   "about 400 iterations; 1603.05027's after 400), so that a net which never "
+                   "gets below warmup_until_error still reaches lr")
     # --- speed switches (one code path; "auto" picks per device)
     device: str = option("auto", resumable=True,
                          help="auto (CUDA when there is one, else cpu) | cpu | cuda | cuda:N")
@@ -260,6 +267,29 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(f"invalid training option: {message}.")
+        if self.normalization != "channel_mean_std" and self.resolved_pipeline() == "folder":
+            # The folder pipeline normalizes with fixed per-channel ImageNet statistics: a
+            # record saying per_pixel_mean would state an option that never ran.
+            raise UserError(
+                f"invalid training option: normalization {self.normalization} is not "
+                f"implemented by the folder pipeline (which {self.model} uses"
+                f"{'' if self.pipeline == 'folder' else ' by default'}): it subtracts the "
+                f"per-channel ImageNet mean and divides by its std. Pass --normalization "
+                f"channel_mean_std (the value of the imagenet-paper and imagenet-steps "
+                f"recipes), or --pipeline device for a CIFAR-style net, whose pipeline "
+                f"subtracts the per-pixel mean.")
+
+    def resolved_pipeline(self) -> str | None:
+        """``pipeline`` with ``auto`` decided: ``device`` for the CIFAR family, ``folder`` for
+        ImageNet nets; None for a name no net is registered under (refused when built, with
+        the closest registered names)."""
+        if self.pipeline != "auto":
+            return self.pipeline
+        try:
+            family = model_info(self.model).family
+        except UnknownModelError:
+            return None
+        return "device" if family == "cifar" else "folder"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -345,16 +375,19 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
 
 
 def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConfig:
-    """Recipe values, then the recipe's per-model overrides, then the caller's overrides.
+    """Recipe values, then the recipe's depth rule (``[depth_overrides]``, see
+    `depth_overrides`) and per-model overrides, then the caller's overrides.
 
     Overriding ``iterations`` without ``milestones`` rescales the milestones proportionally,
     so a short run keeps the paper's schedule shape (lr / 10 at 50% and 75%).
     """
     table = read_recipe(recipe)
     per_model = table.pop("model_overrides", {})
+    by_depth = table.pop("depth_overrides", {})
     values: dict[str, Any] = {**table, "recipe": recipe}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     model = overrides.get("model", values.get("model", TrainConfig.model))
+    values.update(depth_overrides(by_depth, model, recipe))
     values.update(per_model.get(model, {}))
     base_iterations = values.get("iterations", PAPER_ITERATIONS)
     base_milestones = values.get("milestones", TrainConfig.milestones)
@@ -363,6 +396,26 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
         values["milestones"] = rescale_milestones(base_milestones, base_iterations,
                                                   values["iterations"])
     return TrainConfig.from_dict(values)
+
+
+def depth_overrides(rule: dict[str, Any], model: str, recipe: str = "the recipe"
+                    ) -> dict[str, Any]:
+    """The values a recipe's ``[depth_overrides]`` table sets for ``model``: its keys other than
+    ``family`` and ``min_depth``, for every registered net of that family with at least
+    ``min_depth`` layers; nothing for other nets. Keyed by the network, not by its name, so
+    ``resnet164`` with ``unit="full_preact"`` trains as ``preact_resnet164`` does."""
+    if not rule:
+        return {}
+    if not _is_int(rule.get("min_depth")) or not isinstance(rule.get("family"), str):
+        raise UserError(f"recipe {recipe}: [depth_overrides] needs family = \"cifar\" or "
+                        f"\"imagenet\" and a whole-number min_depth, got {rule!r}.")
+    try:
+        info = model_info(model)
+    except UnknownModelError:
+        return {}  # the config names the unknown model where it is built, with suggestions
+    if info.family != rule["family"] or info.depth < rule["min_depth"]:
+        return {}
+    return {k: v for k, v in rule.items() if k not in ("family", "min_depth")}
 
 
 def rescale_milestones(milestones, iterations: int, new_iterations: int) -> list[int]:

@@ -130,9 +130,9 @@ def _responses(d: Path, md_base: Path) -> Section:
     for r in results:
         stds = [layer["std"] for layer in r["layers"]]
         rows.append([r["model"], len(stds), f"{sum(stds) / len(stds):.4f}", f"{max(stds):.4f}",
-                     f"{min(stds):.4f}", r["checkpoint"]])
+                     f"{min(stds):.4f}", f"{r['split']} ({r['n']} images)", r["checkpoint"]])
     sec.table("responses", ["model", "3x3 layers", "mean std", "max std", "min std",
-                            "checkpoint"], rows)
+                            "split", "checkpoint"], rows)
     return sec
 
 

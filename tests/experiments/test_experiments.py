@@ -222,7 +222,21 @@ def test_table6_final_protocol_trains_on_all_images_and_reports_test_error(split
     mean = sum(errs) / 2
     std = abs(errs[0] - errs[1]) / 2 ** 0.5
     assert row.endswith(f"| {mean:.2f} ± {std:.2f} |") and "| 0 | - | - | - | - |" in row
-    assert "Test error, where shown: the source's test split" in table
+    assert ("Test error: the source's test split, nets trained on all its training images: "
+            "the paper's Table 6 protocol.") in table
+    assert ("The paper's column: its CIFAR-10 test error, of nets trained on all 50k training "
+            "images (its 45k/5k split only chose the schedule).") in table
+
+
+def test_a_test_column_of_nets_trained_on_45k_does_not_claim_the_papers_protocol():
+    from resnets.experiments.catalog import test_column_note
+
+    held_out = test_column_note([{"test_error": 0.1, "trained_on_all": False},
+                          {"test_error": 0.2, "trained_on_all": True}])
+    assert "so not the paper's protocol" in held_out
+    assert "`resnets experiment table6 --val-split 0 --test` runs that protocol" in held_out
+    assert "the paper's Table 6 protocol." in test_column_note([{"test_error": 0.1,
+                                                          "trained_on_all": True}])
 
 
 def test_test_error_needs_a_source_with_a_test_split(color_folder, tmp_path):

@@ -58,7 +58,7 @@ def test_every_train_flag_has_help_and_its_default():
         assert f"(default: {shown}" in helps[name], (name, helps[name])
     assert "(default: 32000,48000 for 64000 iterations" in helps["milestones"]
     assert "(default: 256,480)" in helps["scale_range"]
-    assert "0.01 for resnet110, resnet1202" in helps["warmup_lr"]
+    assert "(default: none; 0.01 for cifar nets of 110 layers or more)" in helps["warmup_lr"]
 
 
 def test_switches_and_normalization_are_explained(capsys):
@@ -68,8 +68,9 @@ def test_switches_and_normalization_are_explained(capsys):
     assert "--compile, --no-compile torch.compile the training step's model (default: off)" \
         in text
     assert "--deterministic, --no-deterministic deterministic kernels" in text
-    assert ("per_pixel_mean: subtract the training split's mean image (the paper); "
-            "channel_mean_std: per-channel mean and std (default: per_pixel_mean)") in text
+    assert ("per_pixel_mean: subtract the training split's mean image (the paper; device "
+            "pipeline only); channel_mean_std: per-channel mean and std (the folder pipeline's: "
+            "fixed ImageNet statistics) (default: per_pixel_mean)") in text
     assert "defaults shown are those of the default recipe, cifar10-paper" in text
 
 
@@ -96,7 +97,9 @@ def test_fixed_choices_are_checked_by_argparse(capsys, name, tmp_path):
     assert f"argument {flag}: invalid choice: 'bogus'" in message
     assert not (tmp_path / "run").exists()
     for value in CHOICES[name]:  # every listed choice is one the config accepts
-        assert getattr(resolve_config(**{name: value}), name) == value
+        # (the folder pipeline with the one normalization it runs)
+        extra = {"normalization": "channel_mean_std"} if value == "folder" else {}
+        assert getattr(resolve_config(**{name: value}, **extra), name) == value
 
 
 # ------------------------------------------------------------ clear errors on bad values

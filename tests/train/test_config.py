@@ -99,3 +99,87 @@ def test_new_flags_reach_the_config(tmp_path):
     assert (cfg.flip, cfg.pad, cfg.gamma, cfg.plateau_patience, cfg.plateau_threshold,
             cfg.warmup_until_error, cfg.warmup_max_iterations, cfg.freeze) == \
         (False, 0, 0.2, 2, 0.01, 0.5, 7, ("stem",))
+
+
+# --------------------------------------------------- one warm-up rule, keyed by the network
+SCHEDULE_FIELDS = ("lr", "milestones", "gamma", "schedule", "iterations", "warmup_lr",
+                   "warmup_until_error", "warmup_max_iterations")
+
+
+def _schedule(model: str, **model_kwargs) -> tuple:
+    cfg = resolve_config("cifar10-paper", model=model, model_kwargs=model_kwargs)
+    return tuple(getattr(cfg, name) for name in SCHEDULE_FIELDS)
+
+
+def test_every_cifar_net_and_unit_gets_the_warmup_of_its_depth():
+    from resnets.models import UNITS, list_models, model_info
+
+    names = list_models("cifar")
+    assert {"resnet110", "plain110", "preact_resnet110", "resnet164", "preact_resnet164",
+            "resnet1001", "preact_resnet1001", "resnet1202", "resnet20"} <= set(names)
+    seen = {}
+    for name in names:
+        depth = model_info(name).depth
+        for unit in UNITS:
+            cfg = resolve_config("cifar10-paper", model=name, model_kwargs={"unit": unit})
+            # He et al. 2016: 110 and 1202 warm up; 1603.05027: all its CIFAR nets (110, 164,
+            # 1001); 20-56 never.
+            assert cfg.warmup_lr == (0.01 if depth >= 110 else None), (name, unit)
+            assert (cfg.lr, cfg.warmup_until_error) == (0.1, 0.8)
+            seen.setdefault(depth, set()).add(_schedule(name, unit=unit))
+    # One schedule per depth, whatever the name, the unit order or plain / residual.
+    assert all(len(schedules) == 1 for schedules in seen.values()), seen
+    assert set(seen) == {8, 20, 32, 44, 56, 110, 164, 1001, 1202}
+
+
+def test_two_names_for_one_net_train_with_one_schedule():
+    assert _schedule("resnet164", unit="full_preact") == _schedule("preact_resnet164")
+    assert _schedule("resnet1001", unit="full_preact") == _schedule("preact_resnet1001")
+    assert _schedule("resnet110", unit="full_preact") == _schedule("preact_resnet110")
+    assert _schedule("resnet164")[SCHEDULE_FIELDS.index("warmup_lr")] == 0.01
+    # The ImageNet nets of the CIFAR recipe are outside the rule (family "cifar" only).
+    assert resolve_config("cifar10-paper", model="resnet152",
+                          normalization="channel_mean_std").warmup_lr is None
+    # A --warmup-lr given by the caller wins over the rule.
+    assert resolve_config("cifar10-paper", model="resnet110", warmup_lr=0.02).warmup_lr == 0.02
+
+
+def test_a_malformed_depth_rule_is_named(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text('[depth_overrides]\nmin_depth = "deep"\nfamily = "cifar"\nwarmup_lr = 0.01\n')
+    with pytest.raises(UserError, match=r"\[depth_overrides\] needs family"):
+        resolve_config(str(path), model="resnet110")
+
+
+# --------------------------------------------- a recorded normalization is the one that ran
+@pytest.mark.parametrize(("recipe", "overrides"), [
+    ("imagenet-paper", {"normalization": "per_pixel_mean"}),
+    ("imagenet-steps", {"normalization": "per_pixel_mean", "model": "resnet18"}),
+    ("cifar10-paper", {"model": "resnet18"}),  # an ImageNet net: the folder pipeline
+    ("cifar10-paper", {"model": "resnet20", "pipeline": "folder"}),
+])
+def test_a_normalization_the_folder_pipeline_does_not_run_is_refused(recipe, overrides):
+    with pytest.raises(UserError, match="normalization per_pixel_mean is not implemented by "
+                                        "the folder pipeline") as err:
+        resolve_config(recipe, **overrides)
+    assert "--normalization channel_mean_std" in str(err.value)
+
+
+def test_a_record_stating_a_normalization_that_did_not_run_cannot_be_read():
+    record = resolve_config("imagenet-paper").to_dict()
+    assert (record["normalization"], record["pipeline"]) == ("channel_mean_std", "folder")
+    with pytest.raises(UserError, match="not implemented by the folder pipeline"):
+        TrainConfig.from_dict({**record, "normalization": "per_pixel_mean"})
+
+
+def test_each_pipeline_keeps_the_normalizations_it_runs():
+    cifar = resolve_config("cifar10-paper")
+    assert (cifar.normalization, cifar.resolved_pipeline()) == ("per_pixel_mean", "device")
+    assert resolve_config("cifar10-paper", normalization="channel_mean_std").normalization \
+        == "channel_mean_std"
+    net = resolve_config("imagenet-paper", model="resnet8", pipeline="device",
+                         normalization="per_pixel_mean")
+    assert net.resolved_pipeline() == "device"
+    assert resolve_config("cifar10-paper", model="resnet18",
+                          normalization="channel_mean_std").resolved_pipeline() == "folder"
+    assert TrainConfig(model="no_such_net").resolved_pipeline() is None  # refused when built

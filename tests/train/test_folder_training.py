@@ -69,6 +69,9 @@ def test_imagenet_net_trains_through_the_folder_pipeline(folder_run):
     assert val and val[-1]["val_error"] < 0.8  # 500 val/ images; chance is 0.9
     run = json.loads((folder_run / "config.json").read_text())["run"]
     assert run["pipeline"] == "FolderData" and run["val_images"] == 500
+    # Validated on ROOT/val, the split results are reported on: no weights chosen there.
+    assert run["validation"]["held_out_of_training"] is False
+    assert not (folder_run / "best.safetensors").exists()
     meta = read_checkpoint(folder_run / "last.safetensors").meta
     assert meta["image_size"] == [3, 32, 32] and meta["preprocessing"]["crop"] == 32
 
@@ -116,6 +119,10 @@ def test_fine_tune_on_another_label_set(folder_run, jpeg_folder, tmp_path):
                 "layer1.1.bn2.running_var"):
         assert torch.equal(before[key], after[key]), key
     assert not torch.equal(before["layer4.1.conv2.weight"], after["layer4.1.conv2.weight"])
+    # A minival carved out of the training images may choose a best; eval's --split val
+    # reads the folder's val/, not these images.
+    chosen = read_checkpoint(out / "best.safetensors").meta["selected_on"]
+    assert chosen["held_out_of_training"] and chosen["eval_split"] is None
 
 
 def test_num_classes_mismatch_is_a_clear_error(color_folder, tmp_path, capsys):

@@ -90,8 +90,11 @@ def layer_response_std(model: nn.Module,
             for (name, _), m in zip(layers, moments, strict=True)]
 
 
-def plot_responses(curves: dict[str, list[float]], path: str | Path) -> Path:
-    """Fig. 7 style: std per layer in original order (top) and sorted descending (bottom)."""
+def plot_responses(curves: dict[str, list[float]], path: str | Path, *,
+                   data: str | None = None) -> Path:
+    """Fig. 7 style: std per layer in original order (top) and sorted descending (bottom).
+
+    ``data``: the images measured (e.g. "the test split (10000 images)"), in the title."""
     import matplotlib  # imported when drawn, as in curves.plot_panels
 
     matplotlib.use("Agg")
@@ -108,8 +111,8 @@ def plot_responses(curves: dict[str, list[float]], path: str | Path) -> Path:
         ax.set_ylabel("std")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Standard deviation of 3x3 layer responses (after BN, before ReLU/addition)",
-                 fontsize=10)
+    title = "Standard deviation of 3x3 layer responses (after BN, before ReLU/addition)"
+    fig.suptitle(title if data is None else f"{title}\non {data}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

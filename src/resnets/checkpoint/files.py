@@ -253,7 +253,9 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = _named_weights(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.safetensors"))
-        example = path / (BEST if BEST in inside or not inside else inside[0])
+        # The final weights are the ones to report; best was chosen on validation images.
+        preferred = [n for n in (FINAL, LAST) if n in inside] or inside or [LAST]
+        example = path / preferred[0]
         raise CheckpointError(f"checkpoint {path} is a directory, not a file (it holds "
                               f"{', '.join(inside) or 'no .safetensors file'}). Give the path of "
                               f"one checkpoint file, e.g. {example}.")

@@ -88,6 +88,11 @@ def validate_record(record: dict[str, Any], groups: dict[str, dict[str, torch.Te
         _need(isinstance(size, list) and len(size) == 3 and size[:1] == [3]
               and all(_is_int(v, 1, MAX_IMAGE_SIDE) for v in size[1:]),
               f"image_size must be [3, H, W] with 1 <= H, W <= {MAX_IMAGE_SIDE}, got {size!r:.80}")
+    if "selected_on" in record:  # `resnets eval` warns when asked to score on that split
+        chosen = record["selected_on"]
+        _need(isinstance(chosen, dict) and isinstance(chosen.get("what"), str)
+              and chosen.get("eval_split") in (None, "train", "val", "test"),
+              f"selected_on must name the images that chose the weights, got {chosen!r:.120}")
     if "normalization" in record:
         try:
             norm = Normalization.from_dict(record["normalization"])

@@ -9,7 +9,7 @@ from ..analysis.responses import layer_response_std, plot_responses, responses_u
 from ..checkpoint import load_checkpoint
 from ..data import DeviceLoader, Normalization
 from ..device import resolve_device
-from ..errors import UserError, printable
+from ..errors import DataError, UserError, printable
 from ..eval.checkpoint_eval import checkpoint_split
 
 
@@ -19,15 +19,21 @@ def register(sub) -> None:
     r = what.add_parser(
         "responses", help="std of each 3x3 layer's response (Fig. 7)",
         description="For each checkpoint, the standard deviation of every 3x3 layer's output "
-                    "after BN and before the ReLU / addition, on the checkpoint's validation "
-                    "split (or --split). Writes responses.json and responses.png to --out.")
+                    "after BN and before the ReLU / addition, on the test split of --data "
+                    "(the paper's Fig. 7: trained nets on test data), or, where the data has "
+                    "none, the checkpoint run's held-out validation split (or --split). Give "
+                    "the final weights (a finished run's last.safetensors, an experiment's "
+                    "final.safetensors), as the paper does. Writes responses.json and "
+                    "responses.png, both labelled with the split, to --out.")
     r.add_argument("--checkpoint", action="append", required=True,
-                   help="a checkpoint (repeat for several nets)")
+                   help="a checkpoint, the net's final weights (repeat for several nets)")
     r.add_argument("--data", default=None,
                    help="dataset source (default: CIFAR-10 via torchvision, never a path read "
                         "from the checkpoint; required for imported weights, whose --split "
                         "train is every training image)")
-    r.add_argument("--split", choices=["val", "train", "test"], default="val")
+    r.add_argument("--split", choices=["val", "train", "test"], default=None,
+                   help="default: test where --data has a test split, else val (said in the "
+                        "output)")
     r.add_argument("--out", required=True, help="folder for responses.json and responses.png")
     r.add_argument("--overwrite", action="store_true",
                    help="replace responses.json / responses.png already in --out (without it, "
@@ -53,29 +59,47 @@ def run_responses(args) -> int:
         why = responses_undefined(model)
         if why is not None:
             raise UserError(f"--checkpoint {path} holds {meta['model']}: {why}.")
-        nets.append((path, model, meta, *checkpoint_split(meta, data=args.data,
-                                                          split=args.split,
-                                                          cache_dir=args.cache_dir)))
+        split, *images = _images(meta, args)
+        nets.append((path, model, meta, split, *images))
     out = Path(args.out)
     _check_out(out, args.overwrite)
     results = []
-    for path, model, meta, images, labels, source in nets:
+    for path, model, meta, split, images, labels, source in nets:
         loader = DeviceLoader(images, labels, batch_size=args.batch_size, device=device,
                               normalization=Normalization.from_dict(meta["normalization"]),
                               train=False)
         layers = layer_response_std(model, loader.epoch_batches(0))
         results.append({"checkpoint": str(path), "model": meta["model"],
-                        "model_kwargs": meta.get("model_kwargs", {}), "split": args.split,
+                        "model_kwargs": meta.get("model_kwargs", {}), "split": split,
                         "data_source": source, "n": len(labels), "layers": layers})
         stds = [layer["std"] for layer in layers]
-        print(f"{meta['model']}: {len(stds)} layers, mean std {sum(stds) / len(stds):.4f}")
+        print(f"{meta['model']}: {len(stds)} layers, mean std {sum(stds) / len(stds):.4f} "
+              f"on {len(labels)} {split} images")
     out.mkdir(parents=True, exist_ok=True)
     png = plot_responses({r["model"]: [layer["std"] for layer in r["layers"]] for r in results},
-                         out / "responses.png")
+                         out / "responses.png",
+                         data=f"the {results[0]['split']} split "
+                              f"({', '.join(str(r['n']) for r in results)} images)")
     (out / "responses.json").write_text(json.dumps({"analysis": "responses",
                                                     "results": results}, indent=2) + "\n")
     print(f"wrote {printable(out / 'responses.json')} and {printable(png)}")
     return 0
+
+
+def _images(meta: dict, args) -> tuple:
+    """``(split, images, labels, source)``: ``--split``, or without it the test split, else
+    (the data has none) the run's held-out val split, said in the output."""
+    split = args.split or "test"
+    try:
+        return (split, *checkpoint_split(meta, data=args.data, split=split,
+                                         cache_dir=args.cache_dir))
+    except DataError as e:
+        if args.split is not None or "no test" not in str(e):
+            raise
+    print("split: val (the data has no test split; the paper's Fig. 7 is on test data): the "
+          "checkpoint run's held-out validation images")
+    return ("val", *checkpoint_split(meta, data=args.data, split="val",
+                                     cache_dir=args.cache_dir))
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 from ..errors import UserError, printable
 from ..eval import checkpoint_eval
@@ -85,6 +86,8 @@ def run(args) -> int:
         args.checkpoint[0], data=args.data, split=args.split, batch_size=args.batch_size,
         device=args.device, cache_dir=args.cache_dir, protocol=args.protocol,
         workers=args.workers)
+    if "warning" in res:
+        print(f"warning: {printable(res['warning'])}", file=sys.stderr)
     print(f"{res['model']} on {res['split']} split of {printable(res['data_source'])}: "
           f"n={res['n']}")
     top5 = f"  top-5 error {100 * res['top5_error']:.2f}%" if _shows_top5(res) else ""
@@ -138,6 +141,9 @@ def _run_ensemble(args) -> int:
           f"{printable(res['data_source'])}: n={res['n']}")
     if res["note"]:
         print(f"note: {res['note']}")
+    for member in res["members"]:
+        if "warning" in member:
+            print(f"warning: {printable(member['warning'])}", file=sys.stderr)
     if "protocol" in ens:
         print(_protocol_line(ens, "per image and member"))
         if "scales" not in ens:  # members trained at different sizes used their own sides

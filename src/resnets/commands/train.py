@@ -1,8 +1,8 @@
 """`resnets train`: train a CIFAR ResNet with a recipe (default: the paper's CIFAR-10 recipe).
 
 Every flag of the "recipe overrides" group is derived from a `TrainConfig` field (its help,
-choices and how a value is spelled are declared there, once); `--shortcut` and `--unit` fill
-``model_kwargs``.
+choices and how a value is spelled are declared there, once); `--shortcut`, `--unit` and
+`--init-mode` fill ``model_kwargs``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..config import (
     value_type,
 )
 from ..errors import UserError
+from ..models.resnet import INIT_MODES
 from ..train.loop import Trainer
 
 DEFAULT_RECIPE = "cifar10-paper"
@@ -60,8 +61,9 @@ def _shown(value) -> str:
     return str(value)
 
 
-def _default_help(name: str, defaults, per_model: dict) -> str:
-    """'(default: V)' from the default recipe, with the values it sets for some models."""
+def _default_help(name: str, defaults, per_model: dict, by_depth: dict | None = None) -> str:
+    """'(default: V)' from the default recipe, with the values it sets for some models (by
+    name, or by depth: its ``[depth_overrides]`` table)."""
     value = getattr(defaults, name)
     shown = "auto" if name == "channels_last" and value is None else _shown(value)
     if name == "milestones":
@@ -72,6 +74,9 @@ def _default_help(name: str, defaults, per_model: dict) -> str:
         if name in table:
             special.setdefault(_shown(table[name]), []).append(model)
     extra = "".join(f"; {v} for {', '.join(models)}" for v, models in special.items())
+    if by_depth and name in by_depth:
+        extra += (f"; {_shown(by_depth[name])} for {by_depth['family']} nets of "
+                  f"{by_depth['min_depth']} layers or more")
     return f"(default: {shown}{extra})"
 
 
@@ -136,9 +141,10 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     g = p.add_argument_group("recipe overrides", _group_description(DEFAULT_RECIPE))
     defaults = resolve_config(DEFAULT_RECIPE)
-    per_model = read_recipe(DEFAULT_RECIPE).get("model_overrides", {})
+    table = read_recipe(DEFAULT_RECIPE)
+    per_model, by_depth = table.get("model_overrides", {}), table.get("depth_overrides", {})
     for name in FLAG_FIELDS:
-        add_option(g, name, _default_help(name, defaults, per_model))
+        add_option(g, name, _default_help(name, defaults, per_model, by_depth))
     # model_kwargs, one flag per keyword
     g.add_argument("--shortcut", choices=["A", "B", "C"],
                    help="shortcut option of the model: A zero-padding identity, B projections "
@@ -146,6 +152,11 @@ def register(sub) -> None:
                         "model's)")
     g.add_argument("--unit", help="residual-unit variant, e.g. full_preact (default: the "
                                   "model's)")
+    g.add_argument("--init-mode", choices=list(INIT_MODES),
+                   help="He normal init of the convs: fan_out counts a conv's outputs "
+                        "(fb.resnet.torch, torchvision), fan_in its inputs (He et al. 2015's "
+                        "derivation); they differ where a conv changes the width (default: "
+                        "fan_out)")
     p.set_defaults(func=run, parser=p)
 
 
@@ -153,7 +164,8 @@ def overrides_from_args(args) -> dict:
     """The recipe overrides the user actually gave (flags left out are absent)."""
     overrides = {name: getattr(args, name) for name in FLAG_FIELDS
                  if getattr(args, name) is not None}
-    model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit") if getattr(args, k)}
+    model_kwargs = {k: getattr(args, k) for k in ("shortcut", "unit", "init_mode")
+                    if getattr(args, k)}
     if model_kwargs:
         overrides["model_kwargs"] = model_kwargs
     return overrides

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch.utils.data import TensorDataset
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import BEST, load_checkpoint
 from ..data import DeviceLoader, Normalization, load_image_set
 from ..device import resolve_device
 from ..errors import DataError
@@ -69,12 +71,33 @@ def _untrained_source(meta: dict, data: str | None, split: str) -> str:
     return data
 
 
+def selection_warning(meta: dict, checkpoint, split: str) -> str | None:
+    """Why the error of ``checkpoint`` on ``split`` is no number to report, or None: the split
+    holds the images that chose it (a ``best`` checkpoint, whose record names them in
+    ``selected_on``; a ``best.safetensors`` from before that record, on ``--split val``)."""
+    chosen = meta.get("selected_on")
+    if chosen is not None:
+        if chosen.get("eval_split") != split:
+            return None
+        what = chosen["what"]
+    elif Path(str(checkpoint)).name == BEST and meta.get("config") and split == "val":
+        what = ("its run's validation images (it records no `selected_on`: written before runs "
+                "named the images that chose their best weights)")
+    else:
+        return None
+    return (f"{checkpoint} holds the weights of the lowest validation error on {what}, the "
+            f"images of --split {split}: its error there was chosen to be low and is no number "
+            f"to report. Report the run's final weights (last.safetensors, or an experiment's "
+            f"final.safetensors) on this split, or this checkpoint on another split.")
+
+
 def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str = "val",
                         batch_size: int = 500, device: str = "auto",
                         cache_dir: str | None = None, protocol: str | None = None,
                         workers: int = 4) -> dict:
     """Errors as fractions in [0, 1], with ``n`` (and for plain evaluation per-class accuracy
-    and the confusion matrix).
+    and the confusion matrix), and ``warning`` where ``split`` chose the checkpoint
+    (`selection_warning`).
 
     CIFAR-family checkpoints read any CIFAR source; ImageNet-family ones a folder
     ``ROOT/<split>/<class>/...`` (``val`` by default). ``protocol`` (center, ten_crop,
@@ -85,13 +108,15 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     model, meta = load_checkpoint(checkpoint, device=dev)
     family = model_info(meta["model"]).family
     normalization = Normalization.from_dict(meta["normalization"])
+    warning = selection_warning(meta, checkpoint, split)
+    flagged = {"warning": warning} if warning else {}
     if family == "imagenet":
-        return evaluate_folder(model, meta, checkpoint, data=data, split=split,
-                                batch_size=batch_size, device=dev,
-                                protocol=protocol or "center", workers=workers)
+        return {**evaluate_folder(model, meta, checkpoint, data=data, split=split,
+                                  batch_size=batch_size, device=dev,
+                                  protocol=protocol or "center", workers=workers), **flagged}
     images, labels, source = checkpoint_split(meta, data=data, split=split, cache_dir=cache_dir)
     head = {"model": meta["model"], "checkpoint": str(checkpoint), "split": split,
-            "data_source": source, "classes": meta["classes"]}
+            "data_source": source, "classes": meta["classes"], **flagged}
     if protocol is not None:
         # The protocols (and the folder pipeline below) import torchvision, about a second:
         # the plain CIFAR evaluation, the common case, does without it.

@@ -27,7 +27,7 @@ from ..data import DeviceLoader, Normalization
 from ..device import resolve_device
 from ..errors import DataError, UserError
 from ..models import model_info
-from .checkpoint_eval import checkpoint_split, evaluate_folder
+from .checkpoint_eval import checkpoint_split, evaluate_folder, selection_warning
 from .metrics import confusion_matrix, evaluate, per_class_accuracy, topk_correct
 
 __all__ = ["check_same_classes", "ensemble_weights", "evaluate_ensemble", "score_probabilities"]
@@ -225,9 +225,11 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
                 raise DataError(f"{name} was tested on other images than {names[0]}.")
             total += weight * probs
         source = res.pop("data_source", source)
+        warning = selection_warning(meta, name, split)
         members.append({"model": meta["model"], "checkpoint": name, "weight": weight,
                         **{k: v for k, v in res.items()
-                           if k not in ("model", "checkpoint", "split", "classes")}})
+                           if k not in ("model", "checkpoint", "split", "classes")},
+                        **({"warning": warning} if warning else {})})
 
     # The weights sum to 1, so `total` is the weighted mean of the probabilities.
     ensemble = score_probabilities(total, truth,

@@ -167,6 +167,8 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
         for row in rows:
             row["test_error"] = _test_error(newest[row["label"]][0], configs[row["label"]]) \
                 if row["finished"] else None
+            # The paper's test column is of nets trained on every training image.
+            row["trained_on_all"] = configs[row["label"]].val_split == 0
     summary = {"experiment": exp.name, "title": exp.title, "preset": preset,
                "settings": base, "rows": rows, "versions": versions(),
                "wall_s": time.time() - start, "complete": all(r["finished"] for r in rows)}

@@ -18,6 +18,7 @@ from .blocks import ResidualUnit, check_options, make_shortcut
 from .units import UNIT_BLOCKS
 
 Stem = Literal["imagenet", "cifar"]
+INIT_MODES = ("fan_out", "fan_in")  # see ResNet's init_mode
 
 
 def _preact_place(unit: str, *, first_stage: bool, first_block: bool) -> str | None:
@@ -66,6 +67,14 @@ class ResNet(nn.Module):
         in_chans: input image channels.
         zero_init_last: start every residual branch at zero (a common recipe tweak; off in
             the paper). Residual nets only: a plain net would output a constant.
+        init_mode: how every conv's He (Kaiming) normal init counts its connections, with the
+            ReLU gain: ``"fan_out"`` (default), std sqrt(2 / (k*k*out_channels)), the choice of
+            the authors' Torch lineage (fb.resnet.torch) and of torchvision, kept so that
+            runs match theirs; ``"fan_in"``, std sqrt(2 / (k*k*in_channels)), the variance
+            2/n_l with n_l inputs per unit that He et al. (2015) derive and the notes on the
+            paper quote. Both keep signals stable (forward for fan-in, backward for
+            fan-out); they differ only where a conv changes the width (the first conv of a
+            stage, bottleneck 1x1s).
 
     Pre-activation nets (``unit="full_preact"`` or ``"relu_preact"``) follow the appendix of
     1603.05027 and its public code (see `resnets.models.blocks`) at both ends: the stem is
@@ -91,9 +100,13 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         zero_init_last: bool = False,
+        init_mode: str = "fan_out",
     ):
         super().__init__()
         check_options(block=block, stem=stem, shortcut=shortcut, unit=unit)
+        if init_mode not in INIT_MODES:
+            raise UserError(f"unknown init_mode {init_mode!r}: use {' or '.join(INIT_MODES)} "
+                            f"(He normal init counting a conv's outputs or its inputs).")
         if len(layers) != len(widths) or not layers:
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must match")
         if num_classes < 1 or in_chans < 1:
@@ -143,7 +156,7 @@ class ResNet(nn.Module):
             self.final_act = nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
-        self._init_weights(zero_init_last)
+        self._init_weights(zero_init_last, init_mode)
         if preact and stem == "cifar" and shortcut == "B":
             self.register_load_state_dict_pre_hook(_rename_first_unit_bn)
 
@@ -164,11 +177,12 @@ class ResNet(nn.Module):
             in_ch = out_ch
         return nn.Sequential(*layers)
 
-    def _init_weights(self, zero_init_last: bool) -> None:
-        # He et al. (2015) init, fan-out with ReLU gain, as in the paper; BN starts at identity.
+    def _init_weights(self, zero_init_last: bool, init_mode: str) -> None:
+        # He et al. (2015) init with ReLU gain (fan-out by default, see init_mode); BN starts
+        # at identity.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode=init_mode, nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -35,6 +35,8 @@ class TrainData:
     normalization: Normalization
     image_size: list[int]  # (C, H, W) the net sees at test time
     preprocessing: dict | None  # resize / crop recipe for predict, where not plain resizing
+    # The validation images, as `validation_record` describes them (None: no validation).
+    validation: dict | None
 
     def train_batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
         raise NotImplementedError
@@ -43,15 +45,24 @@ class TrainData:
         raise NotImplementedError
 
 
-def resolve_pipeline(cfg: TrainConfig) -> str:
-    if cfg.pipeline != "auto":
-        return cfg.pipeline
-    return "device" if model_info(cfg.model).family == "cifar" else "folder"
+def validation_record(images: int, what: str, *, held_out_of_training: bool,
+                      eval_split: str | None) -> dict | None:
+    """What a run validates on, for its records and for the ``best`` checkpoint it chooses.
+
+    ``held_out_of_training``: the images were carved out of the training images (a
+    ``--val-split`` minival), so choosing weights on them leaves the reported split untouched;
+    False for the data's own val split, the one results are reported on. ``eval_split``: the
+    ``resnets eval --split`` that measures exactly these images (None: none does)."""
+    if not images:
+        return None
+    return {"images": images, "what": what, "held_out_of_training": held_out_of_training,
+            "eval_split": eval_split}
 
 
 def build_train_data(cfg: TrainConfig, device: torch.device, channels_last: bool,
                      env: DistEnv) -> TrainData:
-    if resolve_pipeline(cfg) == "device":
+    model_info(cfg.model)  # an unknown name is refused with the closest registered ones
+    if cfg.resolved_pipeline() == "device":
         return DeviceData(cfg, device, channels_last, env)
     return FolderData(cfg, device, channels_last, env)
 
@@ -85,6 +96,10 @@ class DeviceData(TrainData):
                 device=device, normalization=self.normalization, train=False,
                 channels_last=channels_last)
         self.num_train, self.num_val = len(train_idx), len(val_idx)
+        self.validation = validation_record(
+            len(val_idx), f"{len(val_idx)} images held out of the training images of "
+                          f"{data.source} (--val-split {cfg.val_split}, seed {cfg.seed})",
+            held_out_of_training=True, eval_split="val")
         self.steps_per_epoch = len(self.loader)
 
     def train_batches(self, epoch, start):
@@ -145,10 +160,21 @@ class FolderData(TrainData):
             self.val = make_loader(val_set, max(per_rank, 100), train=False,
                                    workers=cfg.workers)
         self.num_train, self.num_val = len(train_idx), len(val_set) if val_set else 0
+        if cfg.val_split:  # `resnets eval --split val` reads ROOT/val, not these images
+            self.validation = validation_record(
+                self.num_val, f"{self.num_val} images held out of the training images of "
+                              f"{self.source} (--val-split {cfg.val_split}, seed {cfg.seed})",
+                held_out_of_training=True, eval_split=None)
+        else:
+            self.validation = validation_record(
+                self.num_val, f"{root}/val, the data's own val split", held_out_of_training=False,
+                eval_split="val")
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise UserError(f"{self.num_train} training images give no complete batch of "
                             f"{cfg.batch_size}. Lower --batch-size or use more data.")
+        # TrainConfig refuses any other normalization for this pipeline: this is what ran.
+        assert cfg.normalization == "channel_mean_std", cfg.normalization
         self.normalization = Normalization("channel_mean_std", list(IMAGENET_MEAN),
                                            list(IMAGENET_STD))
         self.image_size = [3, cfg.crop_size, cfg.crop_size]

@@ -196,6 +196,12 @@ class Trainer:
             "skipped_files": self.skipped_images,
             "classes": self.classes,
             "normalization": self.data.normalization.kind,
+            "validation": self.data.validation,
+            "best_checkpoint": (
+                "none (no validation images)" if self.data.validation is None else
+                "kept (lowest error on these images, held out of training)" if self.keeps_best
+                else "not kept (these are the images results are reported on: report the "
+                     "final weights)"),
         }
 
     # ------------------------------------------------------------- checkpointing
@@ -298,9 +304,18 @@ class Trainer:
         self.state.last_train = row
         return row
 
+    @property
+    def keeps_best(self) -> bool:
+        """Whether a new lowest validation error writes ``best``: only where the validation
+        images were held out of the training images. Weights chosen on the data's own val
+        split would be scored on the very images that chose them: such runs report their
+        final weights only (the plateau schedule still reads that split, as the paper did)."""
+        return bool(self.data.validation and self.data.validation["held_out_of_training"])
+
     def validate(self) -> dict | None:
         """Rank 0 measures the validation split; every rank receives the result. A new best
-        error writes ``best`` (weights only)."""
+        error writes ``best`` (weights only, with ``selected_on``: the images that chose it)
+        where `keeps_best`."""
         row = None
         batches = self.data.val_batches()
         if batches is not None:
@@ -315,9 +330,10 @@ class Trainer:
         self.schedule.observe_val_error(row["val_error"])
         if row["val_error"] < self.state.best_val_error:
             self.state.best_val_error = row["val_error"]
-            if self.dist.is_main:
+            if self.dist.is_main and self.keeps_best:
                 save_checkpoint(self.out / BEST, model=self.model,
-                                meta={**self._meta(), "kind": "weights"})
+                                meta={**self._meta(), "kind": "weights",
+                                      "selected_on": self.data.validation})
         return row
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002

@@ -70,6 +70,9 @@ class RunLogger:
                      f"writing to {out}")
         if describe.get("precision_choice"):
             self.message(f"precision: {describe['precision_choice']}")
+        if describe.get("validation"):
+            self.message(f"validation: {describe['validation']['what']}; best checkpoint "
+                         f"{describe['best_checkpoint']}")
 
     def message(self, text: str) -> None:
         if not self.enabled:
