@@ -24,8 +24,10 @@ def register(sub) -> None:
     r.add_argument("--checkpoint", action="append", required=True,
                    help="a checkpoint (repeat for several nets)")
     r.add_argument("--data", default=None,
-                   help="dataset source (default: CIFAR-10 via torchvision, never a path read "
-                        "from the checkpoint; required for imported weights, whose --split "
+                   help="dataset source: the run's own data for --split val/train (checked "
+                        "against the checkpoint's data fingerprint; never a path read from "
+                        "the checkpoint, never a download unless the run itself used "
+                        "torchvision's copy); required for imported weights, whose --split "
                         "train is every training image)")
     r.add_argument("--split", choices=["val", "train", "test"], default="val")
     r.add_argument("--out", required=True, help="folder for responses.json and responses.png")
@@ -55,7 +57,8 @@ def run_responses(args) -> int:
             raise UserError(f"--checkpoint {path} holds {meta['model']}: {why}.")
         nets.append((path, model, meta, *checkpoint_split(meta, data=args.data,
                                                           split=args.split,
-                                                          cache_dir=args.cache_dir)))
+                                                          cache_dir=args.cache_dir,
+                                                          name=str(path))))
     out = Path(args.out)
     _check_out(out, args.overwrite)
     results = []
