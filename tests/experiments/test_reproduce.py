@@ -80,13 +80,19 @@ def test_finished_runs_are_not_trained_again(side_by_side, color_folder):
     assert summary["rows"][0]["iterations"] == 6
 
 
-def test_summary_only_reports_unfinished_runs_as_in_progress(color_folder, tmp_path):
+def _stopped_run(color_folder, tmp_path):
+    """``(out, experiment)``: paper-cifar's resnet20 stopped at iteration 3 of its 6 (as a
+    SIGTERM leaves it)."""
     out = tmp_path / "paper"
     exp = build("paper-cifar", depths="resnet20", seeds=1, out=out)
-    # A run stopped at iteration 3 of its 6 (as a SIGTERM leaves it).
     cfg = variant_config(exp.variants[0], {**_base(color_folder, tmp_path), "iterations": 3,
                                            "milestones": [4]})
     Trainer(cfg, out / "resnet20-seed0", quiet=True).fit()
+    return out, exp
+
+
+def test_summary_only_reports_unfinished_runs_as_in_progress(color_folder, tmp_path):
+    out, exp = _stopped_run(color_folder, tmp_path)
     summary = run_experiment(exp, out=out, preset="paper",
                              overrides=_base(color_folder, tmp_path), quiet=True, train=False)
     row = summary["rows"][0]
@@ -113,11 +119,7 @@ def test_summary_carries_the_fingerprint_and_says_which_error_it_gives(side_by_s
 
 
 def test_summary_of_a_run_from_before_fingerprints_says_so(color_folder, tmp_path):
-    out = tmp_path / "paper"
-    exp = build("paper-cifar", depths="resnet20", seeds=1, out=out)
-    cfg = variant_config(exp.variants[0], {**_base(color_folder, tmp_path), "iterations": 3,
-                                           "milestones": [4]})
-    Trainer(cfg, out / "resnet20-seed0", quiet=True).fit()
+    out, exp = _stopped_run(color_folder, tmp_path)
     last = read_checkpoint(out / "resnet20-seed0" / LAST)
     recorded = last.meta.pop("data_fingerprint")
     model = build_model(last.meta)
