@@ -9,8 +9,11 @@ image for each missing ``*.jpg``/``*.jpeg``/``*.png`` path (string literals of t
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import shlex
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +111,41 @@ def test_documented_api_exists():
     assert set(resnets.__all__) <= set(dir(resnets))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         resnets.nope  # noqa: B018
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The arguments after ``resnets`` of the README line that starts with ``prefix``."""
+    lines = [line for line in README.read_text().splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"expected one README line starting with {prefix!r}: {lines}"
+    return shlex.split(lines[0], comments=True)[1:]
+
+
+def test_readme_eval_line_runs_as_written(tmp_path, color_folder, monkeypatch, capsys,
+                                          one_thread):
+    """Training on CIFAR-10's eval line, as written, in a checkout beside ../shared/data: on
+    a short run of its train line (a tiny stand-in for the shared archive, a few iterations
+    of resnet8), with nothing downloaded."""
+    from resnets.cli import main
+    from resnets.data import sources
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the README's eval line downloaded data")
+
+    checkout = tmp_path / "resnets"
+    checkout.mkdir()
+    archive = tmp_path / "shared" / "data" / "cifar10-jpg-train.tar.xz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(color_folder, arcname="cifar10")
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "load_torchvision", no_download)
+    monkeypatch.chdir(checkout)
+    train = readme_command("resnets train --model resnet20 --data ../shared/")
+    assert main([*train, "--model", "resnet8", "--iterations", "4", "--batch-size", "16",
+                 "--val-split", "40", "--eval-every", "2", "--save-every", "2", "--log-every",
+                 "2", "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(readme_command("resnets eval --checkpoint runs/r20/")) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["split"], result["n"], result["model"]) == ("val", 40, "resnet8")
+    assert "cifar10-jpg-train.tar.xz" in result["data_source"]

@@ -26,12 +26,23 @@ def _config(**overrides) -> dict:
     return resolve_config("cifar10-paper", **values).to_dict()
 
 
+def _fingerprint(digit: str, name: str = "cifar10-jpg-train.tar.xz") -> dict:
+    """A data fingerprint as runs record it; ``digit`` makes the sha256."""
+    return {"images": 50000, "classes": ["airplane", "automobile"], "image_size": [3, 32, 32],
+            "sha256": digit * 64, "source": {"kind": "image-folder archive", "name": name,
+                                             "bytes": 15476500, "files": None}}
+
+
 def _write_run(run_dir, config: dict, *, val: list[tuple[int, float]], device: str,
-               versions: dict, train_error: float = 0.01) -> None:
-    """config.json and metrics.jsonl as `resnets train` writes them."""
+               versions: dict, train_error: float = 0.01,
+               fingerprint: dict | None = None) -> None:
+    """config.json and metrics.jsonl as `resnets train` writes them (``fingerprint``: the
+    run's data fingerprint; None: a run from before fingerprints)."""
     run_dir.mkdir(parents=True)
-    record = {"config": config, "run": {"model": config["model"], "device": device},
-              "versions": versions}
+    run = {"model": config["model"], "device": device}
+    if fingerprint:
+        run["data_fingerprint"] = fingerprint
+    record = {"config": config, "run": run, "versions": versions}
     (run_dir / "config.json").write_text(json.dumps(record, indent=2))
     rows = [{"kind": "segment", "iteration": 0, "device": device, "versions": versions},
             {"kind": "train", "iteration": val[-1][0], "train_error": train_error}]
@@ -41,9 +52,11 @@ def _write_run(run_dir, config: dict, *, val: list[tuple[int, float]], device: s
 
 
 def _committed(root, errors: dict[int, float], model: str = "resnet20",
-               unfinished: dict[int, float] | None = None, **overrides):
+               unfinished: dict[int, float] | None = None, fingerprint: dict | None = None,
+               in_summary: bool = False, **overrides):
     """An experiment directory with finished runs of `model` (seed -> final val error) and,
-    optionally, unfinished ones."""
+    optionally, unfinished ones; ``fingerprint`` in each run's config.json, or only in the
+    summary rows (``in_summary``: runs from before fingerprints, summarized after)."""
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed, err in list(errors.items()) + list((unfinished or {}).items()):
@@ -51,21 +64,22 @@ def _committed(root, errors: dict[int, float], model: str = "resnet20",
         finished = seed in errors
         _write_run(root / label, _config(model=model, seed=seed, **overrides),
                    val=[(ITERATIONS if finished else 1000, err)], device=H200,
-                   versions=COMMITTED_VERSIONS)
+                   versions=COMMITTED_VERSIONS,
+                   fingerprint=None if in_summary else fingerprint)
         rows.append({"label": label, "model": model, "seed": seed, "run_dir": label,
                      "finished": finished, "val_error": err, "train_error": 0.005,
-                     "devices": [H200]})
+                     "devices": [H200], "data_fingerprint": fingerprint})
     summary = {"experiment": "paper-cifar", "rows": rows, "versions": COMMITTED_VERSIONS}
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     return root
 
 
 def _user(tmp_path, error: float, *, last_iteration: int = ITERATIONS, name: str = "mine",
-          **overrides):
+          fingerprint: dict | None = None, **overrides):
     run = tmp_path / name
     config = _config(seed=7, device="cpu", precision="fp32", **overrides)
     _write_run(run, config, val=[(1000, 0.5), (last_iteration, error)], device=LAPTOP,
-               versions=USER_VERSIONS)
+               versions=USER_VERSIONS, fingerprint=fingerprint)
     return run
 
 
@@ -150,10 +164,40 @@ def test_other_recipe_model_or_data_is_not_comparable(tmp_path, three_seeds, cap
 
 
 def test_same_data_elsewhere_is_comparable(tmp_path, three_seeds, capsys):
-    # The same archive under another path (another machine): compared by name.
+    # The same archive under another path (another machine), from runs without fingerprints:
+    # compared by name.
     run = _user(tmp_path, 0.082, data="/mnt/datasets/cifar10-jpg-train.tar.xz")
     rc, lines = _check(capsys, run, three_seeds)
     assert rc == 0 and not any(ln.startswith("  data:") for ln in lines)
+
+
+@pytest.mark.parametrize("in_summary", [False, True])
+def test_data_is_compared_by_fingerprint_not_by_path(tmp_path, capsys, in_summary):
+    """The same images under another path and name are comparable; other images at the very
+    same path are not. Committed runs from before fingerprints take theirs from the summary."""
+    against = _committed(tmp_path / "fp", {0: 0.080, 1: 0.082, 2: 0.084},
+                         fingerprint=_fingerprint("a"), in_summary=in_summary)
+    moved = _user(tmp_path, 0.082, data="/mnt/datasets/cifar10-copy.tar.xz",
+                  fingerprint=_fingerprint("a", name="cifar10-copy.tar.xz"))
+    rc, lines = _check(capsys, moved, against)
+    assert rc == 0 and not any(ln.startswith("  data:") for ln in lines)
+    assert any(ln.startswith("data compared by fingerprint: yours image-folder archive "
+                             "cifar10-copy.tar.xz") for ln in lines)
+    other = _user(tmp_path, 0.082, name="other", fingerprint=_fingerprint("b"))
+    rc, lines = _check(capsys, other, against)
+    assert rc == 2
+    assert lines[-1].startswith('not comparable: different data/split: data "image-folder '
+                                'archive cifar10-jpg-train.tar.xz')
+    assert f"sha256 {'b' * 12}\" vs \"image-folder archive" in lines[-1]
+    assert f"sha256 {'a' * 12}\"; the committed resnet20 runs" in lines[-1]
+
+
+def test_runs_without_fingerprints_are_compared_by_data_name(tmp_path, three_seeds, capsys):
+    rc, lines = _check(capsys, _user(tmp_path, 0.082, fingerprint=_fingerprint("a")),
+                       three_seeds)
+    assert rc == 0
+    assert ("data compared by file name only: a committed run recorded no data fingerprint "
+            "(written before resnets recorded them)") in lines
 
 
 def test_another_net_or_an_unfinished_run_is_not_comparable(tmp_path, three_seeds, capsys):

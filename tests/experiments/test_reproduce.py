@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from resnets.checkpoint import BEST, LAST, PREVIOUS, read_checkpoint
+from resnets.checkpoint import BEST, LAST, PREVIOUS, build_model, read_checkpoint, save_checkpoint
 from resnets.experiments.catalog import build, ordering_checks
 from resnets.experiments.runner import FINAL, run_experiment, variant_config
 from resnets.train.loop import Trainer
@@ -80,19 +80,59 @@ def test_finished_runs_are_not_trained_again(side_by_side, color_folder):
     assert summary["rows"][0]["iterations"] == 6
 
 
-def test_summary_only_reports_unfinished_runs_as_in_progress(color_folder, tmp_path):
+def _stopped_run(color_folder, tmp_path):
+    """``(out, experiment)``: paper-cifar's resnet20 stopped at iteration 3 of its 6 (as a
+    SIGTERM leaves it)."""
     out = tmp_path / "paper"
     exp = build("paper-cifar", depths="resnet20", seeds=1, out=out)
-    # A run stopped at iteration 3 of its 6 (as a SIGTERM leaves it).
     cfg = variant_config(exp.variants[0], {**_base(color_folder, tmp_path), "iterations": 3,
                                            "milestones": [4]})
     Trainer(cfg, out / "resnet20-seed0", quiet=True).fit()
+    return out, exp
+
+
+def test_summary_only_reports_unfinished_runs_as_in_progress(color_folder, tmp_path):
+    out, exp = _stopped_run(color_folder, tmp_path)
     summary = run_experiment(exp, out=out, preset="paper",
                              overrides=_base(color_folder, tmp_path), quiet=True, train=False)
     row = summary["rows"][0]
     assert (row["iterations"], row["finished"], summary["complete"]) == (3, False, False)
     assert (out / "resnet20-seed0" / LAST).exists()  # still resumable
     assert "3 of 6 (in progress)" in (out / "table.md").read_text()
+
+
+def test_summary_carries_the_fingerprint_and_says_which_error_it_gives(side_by_side,
+                                                                        color_folder):
+    root, out, summary = side_by_side
+    recorded = read_checkpoint(out / "resnet20-seed0" / FINAL).meta["data_fingerprint"]
+    for row in summary["rows"]:
+        assert row["data_fingerprint"] == recorded and row["data_fingerprint_recorded"]
+        metrics = [json.loads(line) for line in
+                   (out / row["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+        # The one number per net: the validation error training logged at its end.
+        assert row["val_error"] == [r for r in metrics if r["kind"] == "val"][-1]["val_error"]
+    table = (out / "table.md").read_text()
+    assert "as logged by training at its last evaluation" in table
+    assert "shipped weights (`val_error`) and the README give" in table
+    assert (f"Data: image folder {color_folder.name} (240 files, 0.7 MB): 240 images of 10 "
+            f"classes (c0, c1, c2, ...), sha256 {recorded['sha256'][:12]}.") in table
+
+
+def test_summary_of_a_run_from_before_fingerprints_says_so(color_folder, tmp_path):
+    out, exp = _stopped_run(color_folder, tmp_path)
+    last = read_checkpoint(out / "resnet20-seed0" / LAST)
+    recorded = last.meta.pop("data_fingerprint")
+    model = build_model(last.meta)
+    model.load_state_dict(last.model_state)
+    # Its weights and record as a version before fingerprints wrote them.
+    save_checkpoint(out / "resnet20-seed0" / LAST, model=model,
+                    meta={**last.meta, "kind": "weights"})
+    summary = run_experiment(exp, out=out, preset="paper",
+                             overrides=_base(color_folder, tmp_path), quiet=True, train=False)
+    row = summary["rows"][0]
+    assert row["data_fingerprint"] == recorded and not row["data_fingerprint_recorded"]
+    assert ("(resnet20-seed0: from before fingerprints, so the data's fingerprint as it is "
+            "now).") in (out / "table.md").read_text()
 
 
 def _row(model, train, val):

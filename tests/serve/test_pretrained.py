@@ -53,15 +53,38 @@ def test_published_weights_carry_complete_metadata_and_their_sha256(shipped, fin
     assert [k for k in REQUIRED_META if meta.get(k) is None] == []
     rows = [json.loads(line) for line in (finished_run / "run" / "metrics.jsonl").open()]
     last_val = [r for r in rows if r["kind"] == "val"][-1]
-    assert (meta["iterations"], meta["val_error_during_training"]) == (6, last_val["val_error"])
-    # The recorded error is what `resnets eval` measures on the run's split (fp32).
+    # One number per net: the error logged by training at the last iteration, as in tables.
+    assert (meta["iterations"], meta["val_error"]) == (6, last_val["val_error"])
+    assert "logged by training at iteration 6 (fp32 autocast)" in meta["val_error_measurement"]
+    # Beside it, what `resnets eval` measures on the run's split (fp32), for reproduction.
     measured = evaluate_checkpoint(str(shipped.path), data=str(color_folder), split="val",
                                    device="cpu", cache_dir=str(finished_run / "cache"))
-    assert (meta["val_error"], meta["val_images"]) == (measured["top1_error"], 40)
-    assert meta["val_top5_error"] == measured["top5_error"]
+    assert (meta["val_error_fp32"], meta["val_images"]) == (measured["top1_error"], 40)
+    assert meta["val_top5_error_fp32"] == measured["top5_error"]
+    # The training data's fingerprint, in the manifest and in the file's own record, whose
+    # tensors are the run's.
+    run_meta = read_checkpoint(finished_run / "run" / LAST).meta
+    assert meta["data_fingerprint"] == run_meta["data_fingerprint"]
+    assert meta["data_fingerprint"]["images"] == 240
+    published = read_checkpoint(shipped.path)
+    assert published.meta["data_fingerprint"] == run_meta["data_fingerprint"]
+    assert published.meta["versions"] == run_meta["versions"]
+    trained = read_checkpoint(finished_run / "run" / LAST).model_state
+    assert published.model_state.keys() == trained.keys()
+    assert all(torch.equal(published.model_state[k], trained[k]) for k in trained)
     assert meta["num_params"] == resnets.count_params(resnets.create_model("resnet8"))
     assert meta["normalization"]["kind"] == "per_pixel_mean" and meta["data"] == "colour squares"
     assert "never trained on" in meta["val_split"] and meta["device"][0].startswith("cpu (")
+
+
+def test_weights_list_shows_the_data_fingerprint(shipped, capsys):
+    assert main(["weights"]) == 0
+    out = capsys.readouterr().out
+    fp = shipped.meta["data_fingerprint"]
+    assert f"data: image folder {fp['source']['name']} (240 files" in out
+    assert f"240 images of 10 classes (c0, c1, c2, ...), sha256 {fp['sha256'][:12]}" in out
+    assert main(["weights", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["data_fingerprint"] == fp
 
 
 def test_create_model_loads_the_weights_of_the_run(shipped, finished_run):
@@ -98,7 +121,7 @@ def test_cli_accepts_a_weight_name_as_checkpoint(shipped, finished_run, color_fo
                  "cpu", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["top1_error"] == pytest.approx(shipped.meta["val_error"], abs=1e-9)
+    assert result["top1_error"] == pytest.approx(shipped.meta["val_error_fp32"], abs=1e-9)
     assert main(["models", "--family", "cifar", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["resnet8"]["weights"] == {"resnet8.colors": shipped.meta["val_error"]}
@@ -176,6 +199,8 @@ def test_shipped_weights_reproduce_their_validation_error(name, shared_cifar_tar
     assert result["n"] == w.meta["val_images"] == w.meta["config"]["val_split"]
     # Recorded by the same fp32 evaluation; another CPU's kernels (AMX, AVX-512, AVX2) may
     # round differently and flip an image whose two best logits nearly tie: allow two.
-    assert abs(result["top1_error"] - w.meta["val_error"]) * result["n"] <= 2 + 1e-6
-    # The bf16 number logged during training is close but not the same measurement.
-    assert result["top1_error"] == pytest.approx(w.meta["val_error_during_training"], abs=0.005)
+    assert abs(result["top1_error"] - w.meta["val_error_fp32"]) * result["n"] <= 2 + 1e-6
+    # The number logged in training (bf16 here) is close but not the same measurement.
+    assert result["top1_error"] == pytest.approx(w.meta["val_error"], abs=0.005)
+    # The archive given is the one the weights record (else eval would have refused it).
+    assert w.meta["data_fingerprint"]["images"] == 50_000

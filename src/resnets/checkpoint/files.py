@@ -7,7 +7,9 @@ A file holds tensors under prefixes and one JSON record in the safetensors metad
 * ``rng.<name>``: RNG states (torch CPU / CUDA, numpy keys) for exact resume;
 * ``extra.<key>``: other training-state tensors (metric accumulators);
 * metadata ``"resnets"``: JSON with the model name and kwargs, classes, normalization, the
-  resolved config, iteration, metrics, versions, and the non-tensor optimizer / RNG state.
+  resolved config, iteration, metrics, versions, the fingerprint of the training data
+  (``data_fingerprint``; absent in checkpoints written before it, and in imported weights),
+  and the non-tensor optimizer / RNG state.
 
 Nothing in a checkpoint is executable, so loading one cannot run code. What a valid record
 holds is checked by `resnets.checkpoint.schema`; how a run directory keeps ``last`` and

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.device_loader import Normalization
+from ..data.fingerprint import FINGERPRINT_FIELDS
 from ..errors import CheckpointError, UserError
 from ..models import create_model
 
@@ -109,6 +110,8 @@ def validate_record(record: dict[str, Any], groups: dict[str, dict[str, torch.Te
         _is_int(prep.get(k), 1, 2 * MAX_IMAGE_SIDE) for k in ("crop", "resize"))),
         "preprocessing needs whole-number crop and resize sizes")
     _need(_is_int(record.get("iteration", 0)), "iteration is not a whole number >= 0")
+    if "data_fingerprint" in record:  # absent from checkpoints written before it existed
+        _validate_fingerprint(record["data_fingerprint"])
     training = optimizer is not None or record.get("kind") == "training"
     if "config" in record or training:
         _need(isinstance(record.get("config"), dict), "no training 'config' record")
@@ -125,6 +128,20 @@ def validate_record(record: dict[str, Any], groups: dict[str, dict[str, torch.Te
     _validate_rng(rng, groups["rng"])
     _need(set(groups["extra"]) >= set(WINDOW_KEYS),
           f"the metric accumulators ({', '.join(WINDOW_KEYS)}) are missing")
+
+
+def _validate_fingerprint(fp: Any) -> None:
+    """The record `resnets.data.data_fingerprint` writes: what the run's images were."""
+    _need(isinstance(fp, dict) and set(FINGERPRINT_FIELDS) <= set(fp),
+          f"data_fingerprint must be an object with {', '.join(FINGERPRINT_FIELDS)}")
+    sha = fp["sha256"]
+    _need(isinstance(sha, str) and len(sha) == 64
+          and all(c in "0123456789abcdef" for c in sha),
+          "data_fingerprint.sha256 is not a sha256 in hex")
+    _need(_is_int(fp["images"]), "data_fingerprint.images is not a whole number >= 0")
+    _need(isinstance(fp["classes"], list) and all(isinstance(c, str) for c in fp["classes"]),
+          "data_fingerprint.classes is not a list of names")
+    _need(isinstance(fp["source"], dict), "data_fingerprint.source is not an object")
 
 
 def _build_on_meta(model: str, kwargs: dict) -> nn.Module:

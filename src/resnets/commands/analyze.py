@@ -28,8 +28,10 @@ def register(sub) -> None:
     r.add_argument("--checkpoint", action="append", required=True,
                    help="a checkpoint, the net's final weights (repeat for several nets)")
     r.add_argument("--data", default=None,
-                   help="dataset source (default: CIFAR-10 via torchvision, never a path read "
-                        "from the checkpoint; required for imported weights, whose --split "
+                   help="dataset source: the run's own data for --split val/train (checked "
+                        "against the checkpoint's data fingerprint; never a path read from "
+                        "the checkpoint, never a download unless the run itself used "
+                        "torchvision's copy); required for imported weights, whose --split "
                         "train is every training image)")
     r.add_argument("--split", choices=["val", "train", "test"], default=None,
                    help="default: test where --data has a test split, else val (said in the "
@@ -59,7 +61,7 @@ def run_responses(args) -> int:
         why = responses_undefined(model)
         if why is not None:
             raise UserError(f"--checkpoint {path} holds {meta['model']}: {why}.")
-        split, *images = _images(meta, args)
+        split, *images = _images(meta, args, str(path))
         nets.append((path, model, meta, split, *images))
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -86,20 +88,20 @@ def run_responses(args) -> int:
     return 0
 
 
-def _images(meta: dict, args) -> tuple:
+def _images(meta: dict, args, name: str) -> tuple:
     """``(split, images, labels, source)``: ``--split``, or without it the test split, else
     (the data has none) the run's held-out val split, said in the output."""
     split = args.split or "test"
     try:
         return (split, *checkpoint_split(meta, data=args.data, split=split,
-                                         cache_dir=args.cache_dir))
+                                         cache_dir=args.cache_dir, name=name))
     except DataError as e:
         if args.split is not None or "no test" not in str(e):
             raise
     print("split: val (the data has no test split; the paper's Fig. 7 is on test data): the "
           "checkpoint run's held-out validation images")
     return ("val", *checkpoint_split(meta, data=args.data, split="val",
-                                     cache_dir=args.cache_dir))
+                                     cache_dir=args.cache_dir, name=name))
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -17,7 +17,9 @@ def register(sub) -> None:
                     "committed seeds, or the single committed seed's error +- --tolerance. "
                     "Prints the versions and hardware of both sides and the config fields "
                     "that differ. Exit status: 0 inside, 1 outside, 2 not comparable "
-                    "(another model, recipe or data/split, or an unfinished run).")
+                    "(another model, recipe or data/split, or an unfinished run). Data is "
+                    "compared by the fingerprints the runs recorded (the same images at "
+                    "another path are comparable), by file name for runs without one.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="your finished run directory")
     p.add_argument("--against", required=True, metavar="EXPERIMENT_DIR",
                    help="committed experiment directory, e.g. results/paper-cifar")

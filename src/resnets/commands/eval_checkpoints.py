@@ -18,8 +18,10 @@ def register(sub) -> None:
         "eval", help="measure a checkpoint on a dataset split",
         description="Evaluate a checkpoint. --split val re-creates the checkpoint run's "
                     "held-out split (same --val-split and seed) from the training images of "
-                    "--data; --split test needs a source with a test split (the official "
-                    "release, or a folder with test/). A checkpoint without a training config "
+                    "--data, which must be the images the run trained on, in the same order "
+                    "(compared by the data fingerprint the run recorded); --split test needs "
+                    "a source with a test split (the official release, or a folder with "
+                    "test/). A checkpoint without a training config "
                     "(imported weights, e.g. from `resnets import`) needs --data, and --split "
                     "train means every training image of it. Several --checkpoint options "
                     "test their ensemble (the paper's Table 5): the members' softmax scores, "
@@ -32,8 +34,11 @@ def register(sub) -> None:
                    help="ensemble weights, one positive number per --checkpoint in order "
                         "(normalized to sum to 1; default: equal)")
     p.add_argument("--data", default=None,
-                   help="dataset source (default: CIFAR-10 via torchvision; never a path "
-                        "read from the checkpoint; required for imported weights)")
+                   help="dataset source: for --split val/train the run's own data, checked "
+                        "against the checkpoint's data fingerprint (a mismatch is refused). "
+                        "Never a path read from the checkpoint; left out, nothing is "
+                        "downloaded (only a run that used torchvision's CIFAR-10 copy reads "
+                        "it from the cache). Required for imported weights")
     p.add_argument("--split", choices=["test", "val", "train"], default="val")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")

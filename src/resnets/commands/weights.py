@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ..data import describe_data
 from ..models import get_weights, list_weights
 from ..serve.publish import SHARED_CIFAR10, publish_run
 
@@ -56,9 +57,9 @@ def run(args) -> int:
         w = publish_run(args.run_dir, name=args.name, data=args.data or SHARED_CIFAR10,
                         source_data=args.source, cache_dir=args.cache_dir)
         print(f"published {w.name}: {w.path} (sha256 {w.sha256[:16]}..., validation error "
-              f"{100 * w.meta['val_error']:.2f}% measured now in fp32, "
-              f"{100 * w.meta['val_error_during_training']:.2f}% logged in training). "
-              f"Commit {w.path.parent}.")
+              f"{100 * w.meta['val_error']:.2f}% logged in training, "
+              f"{100 * w.meta['val_error_fp32']:.2f}% measured now by `resnets eval` in fp32; "
+              f"data {describe_data(w.meta['data_fingerprint'])}). Commit {w.path.parent}.")
         return 0
     weights = [get_weights(n) for n in list_weights()]
     if args.json or args.list_json:
@@ -74,4 +75,9 @@ def run(args) -> int:
         m = w.meta
         print(f"{w.name:<22} {100 * m['val_error']:>8.2f}% {m['iterations']:>10} "
               f"{m['train_time_s'] / 3600:>8.2f}  {m['recipe']}, {'; '.join(m['device'])}")
+        fp = m.get("data_fingerprint")
+        print(f"{'':<22} data: {describe_data(fp) if fp else 'no fingerprint recorded'}")
+    print("val error: logged by training at the last iteration on the held-out split (the "
+          "tables' and README's number); --json also gives val_error_fp32, what `resnets "
+          "eval` measures.")
     return 0

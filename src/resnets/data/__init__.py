@@ -8,6 +8,7 @@ Modules, each importing only those listed after it:
 - `cifar_release`: the official CIFAR-10 python release (restricted unpickler), torchvision
 - `image_folder`: an image folder or a tar archive of one, decoded whole
 - `cache`: the decoded-tensor cache and its key
+- `fingerprint`: what images a run was given (count, classes, pixel digest, source)
 - `imageset`: `ImageSet`, the accepted layouts, the seeded train/validation split
 - `folder`: `FolderDataset`, the lazy per-file dataset (and the folder pipeline's names)
 - `augment`: the paper's ImageNet augmentation as torchvision v2 transforms
@@ -29,6 +30,7 @@ from .device_loader import (
     random_crop,
     random_flip,
 )
+from .fingerprint import data_fingerprint, describe_data, same_images
 from .imageset import ACCEPTED_LAYOUTS, ImageSet, split_indices
 from .sources import load_image_set
 
@@ -41,10 +43,13 @@ __all__ = [
     "ImageSet",
     "Normalization",
     "channel_stats",
+    "data_fingerprint",
+    "describe_data",
     "default_cache_dir",
     "load_image_set",
     "per_pixel_mean",
     "random_crop",
     "random_flip",
+    "same_images",
     "split_indices",
 ]

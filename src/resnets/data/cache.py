@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .files import FileTree
+from .fingerprint import image_digest
 from .imageset import ImageSet, labels_in_range
 
 __all__ = ["cache_key", "default_cache_dir", "read_cache", "write_cache"]
@@ -78,7 +79,7 @@ def read_cache(file: Path) -> ImageSet | None:
             # Copy out of the memory map so the set never depends on the file afterwards.
             images, labels = f.get_tensor("images").clone(), f.get_tensor("labels").clone()
         image_set = ImageSet(images, labels, list(meta["classes"]), str(meta["source"]),
-                             list(meta["skipped"]))
+                             list(meta["skipped"]), digest=meta.get("sha256"))
         if not labels_in_range(labels, len(image_set.classes)):
             raise ValueError("labels out of range")
         return image_set
@@ -89,9 +90,13 @@ def read_cache(file: Path) -> ImageSet | None:
 
 
 def write_cache(file: Path, image_set: ImageSet) -> None:
-    """Save atomically (temp file, fsync, rename) so a crash never leaves a torn cache."""
+    """Save atomically (temp file, fsync, rename) so a crash never leaves a torn cache.
+
+    The images' digest (`image_digest`) is computed here, once per decoding, and saved with
+    them: every later load of the cache has the data's fingerprint for free."""
     meta = {"classes": image_set.classes, "source": image_set.source,
-            "skipped": image_set.skipped, "format": _CACHE_FORMAT}
+            "skipped": image_set.skipped, "format": _CACHE_FORMAT,
+            "sha256": image_digest(image_set)}
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ class ImageSet:
     classes: list[str]  # class names; label k is classes[k]
     source: str  # where the images came from, for logs and run records
     skipped: list[str] = field(default_factory=list)  # unreadable files left out
+    digest: str | None = None  # sha256 of classes, labels and pixels (`fingerprint.py`)
+    origin: dict | None = None  # the source's kind, name and size, for fingerprints
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:

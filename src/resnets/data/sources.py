@@ -76,7 +76,10 @@ def load_image_set(
         raise DataError(f"image_size must be a positive number of pixels, got {image_size}.")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if source is None:
-        return load_torchvision(cache, split, download, image_size)
+        image_set = load_torchvision(cache, split, download, image_size)
+        image_set.origin = {"kind": "CIFAR-10 downloaded by torchvision",
+                            "name": "cifar-10-python.tar.gz", "bytes": None, "files": None}
+        return image_set
     if str(source) == "":
         raise DataError("--data is an empty path. Give the dataset path, or leave --data out "
                         "to download CIFAR-10.\n" + ACCEPTED_LAYOUTS)
@@ -104,6 +107,7 @@ def load_image_set(
     if image_set is None:
         image_set = _decode_source(path, tree, split, skip_bad_images, image_size)
         write_cache(cache_file, image_set)
+    image_set.origin = _origin(path, tree)
     # Name the data as the user did (a relative path stays relative in logs and reports).
     image_set.source = image_set.source.replace(str(path), str(source))
     if image_set.skipped:
@@ -130,6 +134,18 @@ def _decode_source(path: Path, tree: FileTree | None, split: str, skip_bad_image
     if _archive_layout(path) == "official":
         return load_release_tar(path, split, image_size)
     return load_image_archive(path, split, image_size, skip_bad_images)
+
+
+def _origin(path: Path, tree: FileTree | None) -> dict:
+    """What a fingerprint says about the source beside its digest: kind, name and size."""
+    if tree is not None:
+        kind = ("CIFAR-10 python release folder" if find_release_dir(path) is not None
+                else "image folder")
+        sizes = [info.st_size for info in tree.files.values() if info is not None]
+        return {"kind": kind, "name": path.name, "bytes": sum(sizes), "files": len(tree.files)}
+    kind = ("CIFAR-10 python release archive" if _archive_layout(path) == "official"
+            else "image-folder archive")
+    return {"kind": kind, "name": path.name, "bytes": path.stat().st_size, "files": None}
 
 
 def _archive_layout(archive: Path) -> str:

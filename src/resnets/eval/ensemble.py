@@ -82,22 +82,26 @@ def check_same_classes(metas: Sequence[dict], names: Sequence[str]) -> list[str]
     return first
 
 
-def _split_key(meta: dict) -> tuple | None:
-    """What decides a run's held-out split: (data, val_split, seed); None without a
-    training config (imported weights)."""
+def _split_key(meta: dict, by_fingerprint: bool) -> tuple | None:
+    """What decides a run's held-out split: (data, val_split, seed), the data known by its
+    fingerprint (``by_fingerprint``, when every member records one) or else by its recorded
+    path; None without a training config (imported weights)."""
     cfg = meta.get("config")
     if not cfg:
         return None
-    return (cfg.get("data"), cfg.get("val_split"), cfg.get("seed"))
+    data = meta["data_fingerprint"]["sha256"][:12] if by_fingerprint else cfg.get("data")
+    return (data, cfg.get("val_split"), cfg.get("seed"))
 
 
 def _shared_split(metas: Sequence[dict], names: Sequence[str], split: str
-                  ) -> tuple[dict, str | None]:
-    """``(meta, note)``: the record whose split `checkpoint_split` re-creates for every
-    member, and a note for the output when it is not any member's own."""
-    keys = [_split_key(m) for m in metas]
+                  ) -> tuple[dict, str | None, bool]:
+    """``(meta, note, shared)``: the record whose split `checkpoint_split` re-creates for
+    every member, a note for the output when it is not any member's own, and whether it is
+    every member's own split (the data must then be every member's data)."""
+    by_fingerprint = all(m.get("data_fingerprint") for m in metas)
+    keys = [_split_key(m, by_fingerprint) for m in metas]
     if split == "test" or len(set(keys)) == 1:
-        return metas[0], None
+        return metas[0], None, True
     if split == "val":
         untrained = [n for n, k in zip(names, keys, strict=True) if k is None]
         if untrained:
@@ -113,7 +117,8 @@ def _shared_split(metas: Sequence[dict], names: Sequence[str], split: str
                         f"--val-split and --seed.")
     # --split train over differing splits: every training image of the data, one set for all.
     meta = {**metas[0], "config": {"val_split": 0, "seed": 0}}
-    return meta, "members' held-out splits differ: train is every training image of the data"
+    return meta, "members' held-out splits differ: train is every training image of the data", \
+        False
 
 
 class _Softmax(nn.Module):
@@ -197,9 +202,11 @@ def evaluate_ensemble(checkpoints: Sequence[str], *, weights: str | Sequence[flo
 
     note = None
     if family == "cifar":
-        split_meta, note = _shared_split(metas, names, split)
+        split_meta, note, shared = _shared_split(metas, names, split)
+        members = list(zip(names, metas, strict=True)) if shared else []
         images, labels, source = checkpoint_split(split_meta, data=data, split=split,
-                                                  cache_dir=cache_dir)
+                                                  cache_dir=cache_dir, name=names[0],
+                                                  members=members)
     else:
         source = None  # the folder's name, as the first member reports it
 

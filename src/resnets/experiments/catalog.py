@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from ..analysis.curves import describe_setups, plot_panels, read_metrics
+from ..data import describe_data
 from ..errors import UserError
 from ..models import UNITS
 from . import paper
@@ -286,15 +287,19 @@ def paper_cifar(nets: str | None, seeds: str | int, out: Path) -> Experiment:
 def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str, list[Path]]:
     lines = [
         "Validation error: final (last-iteration) weights on the images held out of the "
-        "shared JPEG training set (never trained on, never used "
-        "to choose weights); the paper's column is its CIFAR-10 *test* error on the original "
-        "images, of nets trained on all 50k training images (the shared data has no test "
-        "split, so ours train on 45k). Absolute errors are not comparable: JPEG quality ~75 "
-        "costs a net trained on the original images about 10.7 points "
-        "(akamaster's ResNet-20: 8.27% on the original test set, 18.97% on its JPEGs), and a "
-        "ResNet-20 trained and tested on JPEGs errs 3.7 points above the paper (resnets' "
-        "ResNet-20: 12.43% on unseen test JPEGs, paper 8.75%); the orderings below "
-        f"are. {setup_note(rows)}",
+        "shared JPEG training set (never trained on, never used to choose weights), as "
+        "logged by training at its last evaluation, in the run's precision (bf16 on CPUs with "
+        "AMX): the one number per net that the shipped weights (`val_error`) and the README "
+        "give; `resnets eval` in fp32 may differ by a few images. The paper's column is its "
+        "CIFAR-10 *test* error on the original images, of nets trained on all 50k training "
+        "images (the shared data has no test split, so ours train on 45k). Absolute errors "
+        "are not comparable: JPEG quality ~75 costs a net trained on the original images "
+        "about 10.7 points (akamaster's ResNet-20: 8.27% on the original test set, 18.97% on "
+        "its JPEGs), and a ResNet-20 trained and tested on JPEGs errs 3.7 points above the "
+        "paper (resnets' ResNet-20: 12.43% on unseen test JPEGs, paper 8.75%); the orderings "
+        f"below are. {setup_note(rows)}",
+        "",
+        data_line(rows),
         "",
         "| net | params (M) | paper test error (%) | our val error (%) | our train error (%) "
         "| iterations | device(s) | train time (h) |",
@@ -329,6 +334,19 @@ def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str
             {k: v for k, v in fig6.items() if v}, out / "degradation.png",
             title="CIFAR-10, full schedule (dashed: training error, solid: validation error)"))
     return "\n".join(lines) + "\n", figures
+
+
+def data_line(rows: list[dict]) -> str:
+    """What the runs trained on, by the fingerprints in their rows (`variant_row`)."""
+    found = {r["data_fingerprint"]["sha256"]: r["data_fingerprint"] for r in rows
+             if r.get("data_fingerprint")}
+    if not found:
+        return "Data: no fingerprint (no run has started, or the data is not readable here)."
+    legacy = [r["label"] for r in rows if r.get("data_fingerprint")
+              and not r.get("data_fingerprint_recorded")]
+    note = (f" ({', '.join(legacy)}: from before fingerprints, so the data's fingerprint as "
+            f"it is now)") if legacy else ""
+    return "Data: " + "; ".join(describe_data(fp) for fp in found.values()) + note + "."
 
 
 def ordering_checks(finished: list[dict]) -> list[dict]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.curves import read_metrics, segment_devices
+from ..data import describe_data, same_images
 from ..errors import UserError
 
 __all__ = ["DEFAULT_TOLERANCE", "INSIDE", "NOT_COMPARABLE", "OUTSIDE", "Check", "check_run"]
@@ -40,8 +41,10 @@ DEFAULT_TOLERANCE = 1.5  # points of validation error, for a single committed se
 
 # Config fields that decide which net is trained.
 MODEL_FIELDS = ("model", "model_kwargs")
-# Fields that decide which images are trained on and held out; `data` is compared by name
-# (file or folder), as the same archive sits at different paths on different machines.
+# Fields that decide which images are trained on and held out. `data` is compared by the
+# fingerprint of the images both runs recorded (the same archive sits at different paths on
+# different machines, and another dataset may sit at the same path); runs from before
+# fingerprints are compared by the data's file or folder name.
 DATA_FIELDS = ("data", "val_split", "train_subset", "skip_bad_images", "num_classes")
 # Speed switches and bookkeeping: free to differ (listed, never judged).
 FREE_FIELDS = ("recipe", "cache_dir", "workers", "pipeline", "device", "precision",
@@ -92,17 +95,31 @@ def _data_name(data: Any) -> str:
     return "CIFAR-10 (torchvision download)" if data is None else Path(str(data)).name
 
 
-def _differences(mine: dict, theirs: dict) -> list[tuple[str, Any, Any]]:
-    """``(field, mine, theirs)`` for each config field whose values differ (``data`` by name);
-    a field only one side records is not compared (another package version)."""
+def _differences(mine: dict, theirs: dict, fingerprints: tuple[dict | None, dict | None]
+                 ) -> list[tuple[str, Any, Any]]:
+    """``(field, mine, theirs)`` for each config field whose values differ; ``data`` by the
+    images' fingerprints when both runs recorded one (then shown by description), else by
+    name. A field only one side records is not compared (another package version)."""
     out = []
+    mine_fp, their_fp = fingerprints
     for key in sorted(set(mine) & set(theirs)):
         a, b = mine[key], theirs[key]
+        if key == "data" and mine_fp and their_fp:
+            if not same_images(mine_fp, their_fp):
+                out.append((key, describe_data(mine_fp), describe_data(their_fp)))
+            continue
         if key == "data":
             a, b = _data_name(a), _data_name(b)
         if a != b:
             out.append((key, mine[key], theirs[key]))
     return out
+
+
+def _fingerprint(record: dict, row: dict | None = None) -> dict | None:
+    """The data fingerprint a run recorded in config.json, else the one its experiment
+    summary row gives (runs from before fingerprints, measured when the summary was built)."""
+    fp = (record.get("run") or {}).get("data_fingerprint")
+    return fp or (row or {}).get("data_fingerprint")
 
 
 def _kind(key: str) -> str:
@@ -191,12 +208,32 @@ def check_run(run_dir: str | Path, against: str | Path, *,
         details.append(f"{key:<12} {ours[key]:<{width}} {ref[key]}")
 
     # Config fields that differ from any committed seed's config, shown with every committed
-    # value (a committed seed-0 run's seed is "0 vs 0, 1, 2", not "0 vs 1").
-    differing = {key for record in theirs for key, _, _ in _differences(cfg, record["config"])}
+    # value (a committed seed-0 run's seed is "0 vs 0, 1, 2", not "0 vs 1"); the data by its
+    # fingerprint where both sides recorded one.
+    mine_fp = _fingerprint(mine)
+    their_fps = [_fingerprint(record, row) for record, row in zip(theirs, done, strict=True)]
+    if mine_fp and all(their_fps):
+        details.append(f"data compared by fingerprint: yours {describe_data(mine_fp)}; "
+                       f"committed {describe_data(their_fps[0])}")
+    else:
+        who = "your run" if not mine_fp else "a committed run"
+        details.append(f"data compared by file name only: {who} recorded no data fingerprint "
+                       f"(written before resnets recorded them)")
+    differing: dict[str, Any] = {}
+    for record, fp in zip(theirs, their_fps, strict=True):
+        for key, a, _ in _differences(cfg, record["config"], (mine_fp, fp)):
+            differing.setdefault(key, a)
+
+    def committed(record: dict, fp: dict | None, key: str) -> str:
+        if key == "data" and mine_fp and fp:
+            return describe_data(fp)
+        return json.dumps(record["config"][key])
+
     diffs: dict[str, tuple[Any, str]] = {
-        key: (cfg[key], ", ".join(dict.fromkeys(json.dumps(r["config"][key]) for r in theirs
-                                               if key in r["config"])))
-        for key in sorted(differing)}
+        key: (a, ", ".join(dict.fromkeys(committed(r, fp, key)
+                                         for r, fp in zip(theirs, their_fps, strict=True)
+                                         if key in r["config"])))
+        for key, a in sorted(differing.items())}
     if diffs:
         details.append("config fields that differ (yours vs committed):")
         for key, (a, b) in diffs.items():

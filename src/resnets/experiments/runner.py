@@ -24,6 +24,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import TrainConfig, rescale_milestones, resolve_config
+from ..data import data_fingerprint, load_image_set
 from ..errors import UserError
 from ..eval.checkpoint_eval import evaluate_checkpoint
 from ..models import count_params, create_model
@@ -70,9 +71,14 @@ def variant_config(v: Variant, base: dict) -> TrainConfig:
                              "seed": v.seed})
 
 
-def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | None) -> dict:
+def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | None,
+                fingerprint: dict | None = None) -> dict:
     """A run's numbers so far (``ckpt``: its newest record): final ones when it finished,
-    progress when it did not."""
+    progress when it did not. Its errors are the ones logged by training (validation: at its
+    last evaluation, in the run's precision), the one number per net that tables, reports and
+    the shipped weights give. ``data_fingerprint`` is what the run recorded, else
+    ``fingerprint`` (the experiment's data now, for runs from before fingerprints), marked by
+    ``data_fingerprint_recorded``."""
     rows = read_metrics(run_dir)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
@@ -95,7 +101,20 @@ def variant_row(v: Variant, cfg: TrainConfig, run_dir: Path, ckpt: Checkpoint | 
         # started), so that tables describe what ran, not the recipe
         "setup": describe_setup(record["config"], record["run"]) if record
         else describe_setup(cfg.to_dict()),
+        "data_fingerprint": (ckpt and ckpt.meta.get("data_fingerprint")) or fingerprint,
+        "data_fingerprint_recorded": bool(ckpt and ckpt.meta.get("data_fingerprint")),
     }
+
+
+def current_fingerprint(cfg: TrainConfig) -> dict | None:
+    """The fingerprint of ``cfg``'s data as it is now (decoded-cache hit: under a second), for
+    runs that predate fingerprints; None where it cannot be read here (nothing downloaded)."""
+    try:
+        data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir, download=False,
+                              skip_bad_images=cfg.skip_bad_images)
+    except UserError:
+        return None
+    return data_fingerprint(data)
 
 
 def _finished(newest: tuple[Path, Checkpoint] | None, cfg: TrainConfig) -> bool:
@@ -161,8 +180,14 @@ def run_experiment(exp: Experiment, *, out: Path, preset: str, overrides: dict,
             final = finalize_run(out / v.label, configs[v.label].iterations, newest[v.label])
             if final:
                 newest[v.label] = (final, newest[v.label][1])
+    # Every variant reads the same data (only model and seed differ): one fingerprint serves
+    # all the runs that did not record theirs.
+    legacy = [v for v in exp.variants if newest[v.label]
+              and "data_fingerprint" not in newest[v.label][1].meta]
+    legacy_fp = current_fingerprint(configs[legacy[0].label]) if legacy else None
     rows = [variant_row(v, configs[v.label], out / v.label,
-                        newest[v.label] and newest[v.label][1]) for v in exp.variants]
+                        newest[v.label] and newest[v.label][1], legacy_fp)
+            for v in exp.variants]
     if test:
         for row in rows:
             row["test_error"] = _test_error(newest[row["label"]][0], configs[row["label"]]) \

@@ -3,7 +3,8 @@
 A weight is named ``<model>.<dataset>`` (``resnet20.cifar10``). Like torchvision's weight enums
 each one carries what a user needs to trust and use it: the recipe and config it was trained
 with, iterations, validation error and the split it was measured on, the eval transform
-(normalization), the classes, parameter count, data description, training device and time.
+(normalization), the classes, parameter count, data description and fingerprint (which
+images, in which order: `resnets.data.fingerprint`), training device and time.
 The files are resnets checkpoints of kind ``weights`` in ``resnets/models/weights/``, listed
 with their metadata in ``manifest.json`` (written by ``resnets weights publish``).
 """
@@ -26,8 +27,9 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = "manifest.json"
 # What every shipped weight's metadata must say (checked by the tests and by `publish`).
 REQUIRED_META = ("model", "model_kwargs", "dataset", "classes", "normalization", "image_size",
-                 "recipe", "config", "iterations", "val_error", "val_split", "train_error",
-                 "num_params", "data", "device", "train_time_s", "versions")
+                 "recipe", "config", "iterations", "val_error", "val_error_measurement",
+                 "val_error_fp32", "val_split", "train_error", "num_params", "data",
+                 "data_fingerprint", "device", "train_time_s", "versions")
 
 
 class UnknownWeightsError(UserError, KeyError):

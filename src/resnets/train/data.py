@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..config import TrainConfig
-from ..data import DeviceLoader, Normalization, load_image_set
+from ..data import DeviceLoader, Normalization, data_fingerprint, load_image_set
 from ..errors import UserError
 from ..eval.run_split import run_split
 from ..models import model_info
@@ -37,6 +37,7 @@ class TrainData:
     preprocessing: dict | None  # resize / crop recipe for predict, where not plain resizing
     # The validation images, as `validation_record` describes them (None: no validation).
     validation: dict | None
+    fingerprint: dict | None  # which images, in which order (`resnets.data.fingerprint`)
 
     def train_batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
         raise NotImplementedError
@@ -76,6 +77,7 @@ class DeviceData(TrainData):
                                        train_subset=cfg.train_subset, source=data.source)
         self.classes, self.source = list(data.classes), data.source
         self.skipped = list(data.skipped)
+        self.fingerprint = data_fingerprint(data)
         train_images = data.images[train_idx]
         self.normalization = Normalization.fit(train_images, cfg.normalization)
         self.image_size = [3, *data.images.shape[2:]]
@@ -141,6 +143,8 @@ class FolderData(TrainData):
         train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
         self.classes, self.skipped = list(train_set.classes), train_set.skipped
         self.source = f"image folder {root}"
+        # Folders are decoded per sample, so there is no decoded copy to hash: no fingerprint.
+        self.fingerprint = None
         train_idx, val_idx = run_split(len(train_set), val_split=cfg.val_split, seed=cfg.seed,
                                        train_subset=cfg.train_subset, source=self.source)
         val_set = None

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
 from ..config import TrainConfig, merge_resumed_config
+from ..data import describe_data, same_images
 from ..device import autocast, device_name
 from ..errors import CheckpointError, UserError
 from ..eval.metrics import evaluate
@@ -202,6 +203,7 @@ class Trainer:
                 "kept (lowest error on these images, held out of training)" if self.keeps_best
                 else "not kept (these are the images results are reported on: report the "
                      "final weights)"),
+            "data_fingerprint": self.data.fingerprint,
         }
 
     # ------------------------------------------------------------- checkpointing
@@ -221,6 +223,7 @@ class Trainer:
             "metrics": state["metrics"],
             "device": device_name(self.device),
             "data_source": self.data_source,
+            **({"data_fingerprint": self.data.fingerprint} if self.data.fingerprint else {}),
             "train_state": state["train_state"],
         }
 
@@ -247,6 +250,16 @@ class Trainer:
                 f"({', '.join(ckpt.meta['classes'])}) differ from those of {self.data_source} "
                 f"({', '.join(self.classes)}). Resume with the run's original --data, or start "
                 f"a new run in another --out directory.")
+        recorded = ckpt.meta.get("data_fingerprint")
+        if recorded and self.data.fingerprint and not same_images(recorded,
+                                                                  self.data.fingerprint):
+            # Other images (or another order) would move the held-out split mid-run.
+            raise CheckpointError(
+                f"cannot resume from {self.resumed_from}: its run trained on "
+                f"{describe_data(recorded)}, but --data {self.cfg.data} holds "
+                f"{describe_data(self.data.fingerprint)}; the held-out split would change "
+                f"mid-run. Resume with the run's original --data, or start a new run in "
+                f"another --out directory.")
         self.model.load_state_dict(ckpt.model_state, strict=True)
         try:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
