@@ -92,8 +92,8 @@ class TrainConfig:
     init: str | None = option(
         None, help="fine-tune: start from these weights (a shipped weight's name such as "
                    "resnet20.cifar10, a checkpoint, .pth or .safetensors); options left out "
-                   "then fit the data (held-out fraction, batch, schedule), each stated in the "
-                   "run's first lines")
+                   "then fit the data (held-out fraction or val/, batch, schedule, lr / 10, "
+                   "unreadable files skipped), each stated in the run's first lines")
     freeze: tuple[str, ...] = option(
         (), parse=name_list,
         help="fine-tuning: comma-separated parts kept fixed (stem,layer1,...)")
@@ -457,9 +457,11 @@ def finetune_val_split(images: int) -> int:
     return min(max(1, round(FINETUNE_VAL_FRACTION * images)), images - 1) if images > 1 else 0
 
 
-def finetune_batch(batch_size: int, train_images: int) -> int:
-    """The recipe's batch, or less: at most a quarter of the training images."""
-    return max(1, min(batch_size, train_images // FINETUNE_STEPS_PER_EPOCH))
+def finetune_batch(batch_size: int, train_images: int, world_size: int = 1) -> int:
+    """The recipe's batch, or less: at most a quarter of the training images, and a multiple
+    of the ``world_size`` processes that share it."""
+    batch = min(batch_size, train_images // FINETUNE_STEPS_PER_EPOCH)
+    return max(world_size, batch - batch % world_size)
 
 
 def finetune_before_data(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, list[str]]:
@@ -472,8 +474,8 @@ def finetune_before_data(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig
         "--no-skip-bad-images stops at the first)"]
 
 
-def finetune_to_data(cfg: TrainConfig, given: set[str], *, images: int,
-                     val_folder: bool) -> tuple[TrainConfig, list[str]]:
+def finetune_to_data(cfg: TrainConfig, given: set[str], *, images: int, val_folder: bool,
+                     world_size: int = 1) -> tuple[TrainConfig, list[str]]:
     """Fine-tuning defaults fitted to ``images`` training images (``val_folder``: the data has
     its own val/ folder, which then validates): held-out images, batch, schedule, learning
     rate. Options in
@@ -490,7 +492,7 @@ def finetune_to_data(cfg: TrainConfig, given: set[str], *, images: int,
     val = values.get("val_split", cfg.val_split)
     train = min(images - val, cfg.train_subset or images)
     if "batch_size" not in given and train > 0:
-        values["batch_size"] = finetune_batch(cfg.batch_size, train)
+        values["batch_size"] = finetune_batch(cfg.batch_size, train, world_size)
         notes.append(f"fine-tuning default: --batch-size {values['batch_size']} (the "
                      f"recipe's {cfg.batch_size}, at most a quarter of the {train} training "
                      f"images)")

@@ -167,6 +167,9 @@ def test_finetune_defaults_fit_the_data_and_keep_what_was_given():
     fitted, notes = finetune_to_data(cfg, set(), images=121, val_folder=True)
     assert fitted.val_split == 0 and fitted.batch_size == 30
     assert "--val-split 0 (validates on the data's val/ folder)" in notes[0]
+    # Data-parallel processes share the batch evenly.
+    assert finetune_to_data(cfg, set(), images=121, val_folder=False,
+                            world_size=4)[0].batch_size == 24
     # What the user gave stands; without --init nothing changes.
     given = {"val_split", "batch_size", "iterations", "lr"}
     kept, notes = finetune_to_data(resolve_config("cifar10-paper", init=SHIPPED, val_split=20,

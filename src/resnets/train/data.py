@@ -18,7 +18,13 @@ import torch
 from torch.utils.data import Subset
 
 from ..checkpoint import weights_record
-from ..config import OPTIONS, TrainConfig, finetune_batch, finetune_before_data, finetune_to_data
+from ..config import (
+    OPTIONS,
+    TrainConfig,
+    finetune_batch,
+    finetune_before_data,
+    finetune_to_data,
+)
 from ..data import NORMALIZATION_KINDS, DeviceLoader, Normalization, load_image_set
 from ..errors import UserError
 from ..eval.run_split import run_split
@@ -103,7 +109,8 @@ class DeviceData(TrainData):
         data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir,
                               skip_bad_images=cfg.skip_bad_images)
         # This pipeline reads train/ only: a val/ folder beside it does not validate.
-        cfg, notes = finetune_to_data(cfg, given, images=len(data.labels), val_folder=False)
+        cfg, notes = finetune_to_data(cfg, given, images=len(data.labels), val_folder=False,
+                                      world_size=env.world_size)
         if cfg.init and cfg.data and (Path(cfg.data) / "val").is_dir():
             notes.append(f"{cfg.data}/val is not read: {cfg.model} trains and validates on "
                          f"{cfg.data}/train, held out by --val-split")
@@ -182,7 +189,8 @@ class FolderData(TrainData):
         train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
         self.classes, self.skipped = list(train_set.classes), train_set.skipped
         self.source = f"image folder {root}"
-        cfg, notes = finetune_to_data(cfg, given, images=len(train_set), val_folder=val_folder)
+        cfg, notes = finetune_to_data(cfg, given, images=len(train_set), val_folder=val_folder,
+                                      world_size=env.world_size)
         self.cfg, self.notes = cfg, self.notes + notes + ([note] if note else [])
         per_rank, rem = divmod(cfg.batch_size, env.world_size)
         if rem:
