@@ -92,7 +92,10 @@ class TrainConfig:
     recipe: str = option("cifar10-paper", resumable=True, flag=False,
                          help="recipe name or TOML path this config came from (flag --recipe)")
     init: str | None = option(
-        None, help="start from these weights (checkpoint, .pth, .safetensors)")
+        None, help="fine-tune: start from these weights (a shipped weight's name such as "
+                   "resnet20.cifar10, a checkpoint, .pth or .safetensors); options left out "
+                   "then fit the data (held-out fraction or val/, batch, schedule, lr / 10, "
+                   "unreadable files skipped), each stated in the run's first lines")
     freeze: tuple[str, ...] = option(
         (), parse=name_list,
         help="fine-tuning: comma-separated parts kept fixed (stem,layer1,...)")
@@ -117,7 +120,10 @@ class TrainConfig:
         "per_pixel_mean", choices=("per_pixel_mean", "channel_mean_std"),
         help="per_pixel_mean: subtract the training split's mean image (the paper; device "
              "pipeline only); channel_mean_std: per-channel mean and std (the folder "
-             "pipeline's: fixed ImageNet statistics)")
+             "pipeline's: ImageNet's statistics, or with --init the pretrained net's own)")
+    refit_normalization: bool = option(
+        False, help="fine-tuning: measure the input normalization on the new training images "
+                    "instead of keeping the --init weights' own (part of the pretrained net)")
     pad: int = option(4, help="random-crop padding in pixels; 0 disables cropping")
     flip: bool = option(True, help="random horizontal flips of training images")
     pipeline: str = option(
@@ -126,7 +132,8 @@ class TrainConfig:
              "decoded by DataLoader workers (ImageNet); auto: device for the CIFAR family, "
              "folder for ImageNet nets")
     crop_size: int = option(
-        224, help="folder pipeline: training crop (and eval center crop) size")
+        224, help="folder pipeline: training crop (and eval center crop) size; given alone, "
+                  "--scale-range and --eval-resize follow it (256-480 and 256 for 224)")
     scale_range: tuple[int, int] = option(
         (256, 480), parse=int_list("LO,HI", 2),
         help="folder pipeline: LO,HI of the random shorter side")
@@ -257,6 +264,8 @@ class TrainConfig:
             (self.crop_size >= 8 and 8 <= self.scale_range[0] <= self.scale_range[1],
              f"need crop_size >= 8 and 8 <= scale_range[0] <= scale_range[1], got "
              f"{self.crop_size}, {list(self.scale_range)}"),
+            (crop_fits(self.crop_size, self.scale_range[0], self.eval_resize),
+             crop_mismatch(self.crop_size, self.scale_range, self.eval_resize)),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (0 <= self.seed <= MAX_SEED, f"seed must be in 0..2**63-1, got {self.seed}"),
             (DEVICE_PATTERN.fullmatch(self.device) is not None,
@@ -379,7 +388,9 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
     `depth_overrides`) and per-model overrides, then the caller's overrides.
 
     Overriding ``iterations`` without ``milestones`` rescales the milestones proportionally,
-    so a short run keeps the paper's schedule shape (lr / 10 at 50% and 75%).
+    so a short run keeps the paper's schedule shape (lr / 10 at 50% and 75%). Overriding
+    ``crop_size`` sets ``scale_range`` and ``eval_resize`` to match (`sizes_for_crop`) where
+    they are not overridden too.
     """
     table = read_recipe(recipe)
     per_model = table.pop("model_overrides", {})
@@ -395,6 +406,10 @@ def resolve_config(recipe: str = "cifar10-paper", **overrides: Any) -> TrainConf
     if "iterations" in overrides and "milestones" not in overrides:
         values["milestones"] = rescale_milestones(base_milestones, base_iterations,
                                                   values["iterations"])
+    if "crop_size" in overrides:  # the sizes the crop is cut from follow it, unless given
+        scale_range, eval_resize = sizes_for_crop(overrides["crop_size"])
+        derived = {"scale_range": scale_range, "eval_resize": eval_resize}
+        values.update({k: v for k, v in derived.items() if k not in overrides})
     return TrainConfig.from_dict(values)
 
 
@@ -416,6 +431,27 @@ def depth_overrides(rule: dict[str, Any], model: str, recipe: str = "the recipe"
     if info.family != rule["family"] or info.depth < rule["min_depth"]:
         return {}
     return {k: v for k, v in rule.items() if k not in ("family", "min_depth")}
+
+
+def sizes_for_crop(crop: int) -> tuple[tuple[int, int], int]:
+    """``(scale_range, eval_resize)`` around a ``crop``: the paper's ImageNet sizes (shorter
+    side 256-480 for training, 256 for evaluation, around a 224 crop) scaled by crop / 224."""
+    return (round(256 * crop / 224), round(480 * crop / 224)), round(256 * crop / 224)
+
+
+def crop_fits(crop: int, resize_lo: int, eval_resize: int) -> bool:
+    """Whether a crop fits the shorter sides it is cut from and covers at least half of them
+    (below that, a net trains on a small patch of each image and scores near chance)."""
+    return all(crop <= side <= 2 * crop for side in (resize_lo, eval_resize))
+
+
+def crop_mismatch(crop: int, scale_range, eval_resize: int) -> str:
+    """Why --crop-size does not fit the sizes given with it, and the values that would."""
+    (lo, hi), resize = sizes_for_crop(crop)
+    return (f"--crop-size {crop} does not fit --scale-range {scale_range[0]},{scale_range[1]} "
+            f"and --eval-resize {eval_resize}: each shorter side must lie between the crop and "
+            f"twice the crop. For a {crop}-pixel crop use --scale-range {lo},{hi} and "
+            f"--eval-resize {resize} (or give --crop-size alone, which sets them)")
 
 
 def rescale_milestones(milestones, iterations: int, new_iterations: int) -> list[int]:
@@ -444,3 +480,93 @@ def merge_resumed_config(stored: dict[str, Any], cfg: TrainConfig,
     if "iterations" in given and "milestones" not in given:
         merged["milestones"] = stored["milestones"]  # extending a run keeps its schedule
     return TrainConfig.from_dict(merged)
+
+
+def kept_milestones_note(stored: dict[str, Any], merged: TrainConfig,
+                         explicit: set[str] | None = None) -> str | None:
+    """The line a resumed run logs when its ``iterations`` changed and its milestones were
+    kept (`merge_resumed_config`): a new run rescales them, a resumed one does not, since the
+    iterations it already ran followed them."""
+    given = set(merged.to_dict()) if explicit is None else set(explicit)
+    if ("iterations" not in given or "milestones" in given
+            or stored.get("iterations") == merged.iterations):
+        return None
+    kept = ",".join(map(str, merged.milestones)) or "none"
+    scaled = ",".join(map(str, rescale_milestones(merged.milestones, stored["iterations"],
+                                                  merged.iterations))) or "none"
+    return (f"resumed with --iterations {merged.iterations} (was {stored['iterations']}): the "
+            f"milestones stay {kept}, the run's own; give --milestones {scaled} to move them "
+            f"to the same fractions of the new length")
+
+
+# ------------------------------------------------ fine-tuning: defaults that fit the data
+FINETUNE_VAL_FRACTION = 0.1  # held out for validation where the data has no val/ folder
+FINETUNE_STEPS_PER_EPOCH = 4  # the batch is at most a quarter of the training images
+FINETUNE_EPOCHS = 30  # passes over the training images
+FINETUNE_LR_DIVISOR = 10  # of the recipe's learning rate
+
+
+def finetune_val_split(images: int) -> int:
+    """The images a fine-tuning run holds out of ``images``: a tenth, at least one, and never
+    all of them."""
+    return min(max(1, round(FINETUNE_VAL_FRACTION * images)), images - 1) if images > 1 else 0
+
+
+def finetune_batch(batch_size: int, train_images: int, world_size: int = 1) -> int:
+    """The recipe's batch, or less: at most a quarter of the training images, and a multiple
+    of the ``world_size`` processes that share it."""
+    batch = min(batch_size, train_images // FINETUNE_STEPS_PER_EPOCH)
+    return max(world_size, batch - batch % world_size)
+
+
+def finetune_before_data(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, list[str]]:
+    """Fine-tuning defaults decided before the data is read (``given``: the options the user
+    set, which are never changed); returns the config and one log line per default."""
+    if not cfg.init or "skip_bad_images" in given:
+        return cfg, []
+    return dataclasses.replace(cfg, skip_bad_images=True), [
+        "fine-tuning default: --skip-bad-images (unreadable files are listed and left out; "
+        "--no-skip-bad-images stops at the first)"]
+
+
+def finetune_to_data(cfg: TrainConfig, given: set[str], *, images: int, val_folder: bool,
+                     world_size: int = 1) -> tuple[TrainConfig, list[str]]:
+    """Fine-tuning defaults fitted to ``images`` training images (``val_folder``: the data has
+    its own val/ folder, which then validates): held-out images, batch, schedule, learning
+    rate. Options in
+    ``given`` are kept as the user set them; returns the config and one log line per default."""
+    if not cfg.init:
+        return cfg, []
+    values, notes = {}, []
+    if "val_split" not in given:
+        values["val_split"] = 0 if val_folder else finetune_val_split(images)
+        notes.append("fine-tuning default: --val-split 0 (validates on the data's val/ folder)"
+                     if val_folder else
+                     f"fine-tuning default: --val-split {values['val_split']} (a tenth of the "
+                     f"{images} images held out for validation)")
+    val = values.get("val_split", cfg.val_split)
+    train = min(images - val, cfg.train_subset or images)
+    if "batch_size" not in given and train > 0:
+        values["batch_size"] = finetune_batch(cfg.batch_size, train, world_size)
+        notes.append(f"fine-tuning default: --batch-size {values['batch_size']} (the "
+                     f"recipe's {cfg.batch_size}, at most a quarter of the {train} training "
+                     f"images)")
+    batch = values.get("batch_size", cfg.batch_size)
+    if "iterations" not in given and train >= batch:
+        steps = train // batch
+        values["iterations"] = FINETUNE_EPOCHS * steps
+        said = f"{FINETUNE_EPOCHS} epochs of {steps} steps"
+        if "milestones" not in given:
+            values["milestones"] = tuple(rescale_milestones(cfg.milestones, cfg.iterations,
+                                                            values["iterations"]))
+            said += (f"; lr x {cfg.gamma} at iterations "
+                     f"{','.join(map(str, values['milestones']))}")
+        if "eval_every" not in given:  # a validation curve, not one point at the end
+            values["eval_every"] = max(1, values["iterations"] // 10)
+            said += f"; validation every {values['eval_every']}"
+        notes.append(f"fine-tuning default: --iterations {values['iterations']} ({said})")
+    if "lr" not in given:  # the pretrained weights are a good start: a large step undoes them
+        values["lr"] = cfg.lr / FINETUNE_LR_DIVISOR
+        notes.append(f"fine-tuning default: --lr {values['lr']:g} (the recipe's {cfg.lr:g} / "
+                     f"{FINETUNE_LR_DIVISOR})")
+    return dataclasses.replace(cfg, **values), notes

@@ -18,6 +18,7 @@ from .files import (
     fsync_dir,
     load_checkpoint,
     load_torch_weights,
+    named_weights,
     parse_temp_name,
     read_checkpoint,
     read_newest,
@@ -28,12 +29,13 @@ from .files import (
     write_error,
 )
 from .schema import FORMAT, FORMAT_VERSION, META_KEY, WINDOW_KEYS
-from .state_dicts import HEAD, load_state_dict_for_model, read_state_dict
+from .state_dicts import HEAD, load_state_dict_for_model, read_state_dict, weights_record
 
 __all__ = [
     "BEST", "FINAL", "FORMAT", "FORMAT_VERSION", "HEAD", "LAST", "META_KEY", "PREVIOUS",
     "WINDOW_KEYS", "Checkpoint", "NonFiniteCheckpoint", "atomic_write_bytes", "build_model",
     "check_finite", "checkpoint_bytes", "fsync_dir", "load_checkpoint", "load_state_dict_for_model",
-    "load_torch_weights", "parse_temp_name", "read_checkpoint", "read_newest", "read_state_dict",
-    "restore_rng", "save_checkpoint", "temp_name", "write_durable", "write_error",
+    "load_torch_weights", "named_weights", "parse_temp_name", "read_checkpoint", "read_newest",
+    "read_state_dict", "restore_rng", "save_checkpoint", "temp_name", "weights_record",
+    "write_durable", "write_error",
 ]

@@ -239,8 +239,10 @@ def save_checkpoint(path: str | os.PathLike, **kwargs) -> Path:
     return path
 
 
-def _named_weights(path: str | os.PathLike) -> Path:
-    p = Path(path)
+def named_weights(path: str | os.PathLike) -> Path:
+    """``path``, or the sha256-checked file of the shipped weights it names
+    (``resnet20.cifar10``): every option that takes weights takes a name too."""
+    p = Path(path).expanduser()
     looks_like_a_name = (len(p.parts) == 1 and "." in p.name
                          and p.suffix not in (".safetensors", ".pth", ".pt", ".bin", ".th"))
     if p.exists() or not looks_like_a_name:
@@ -252,7 +254,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a checkpoint file; every failure is a :class:`CheckpointError`.
 
     A shipped weight's name (``resnet20.cifar10``) stands for its file, sha256-checked."""
-    path = _named_weights(path)
+    path = named_weights(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.safetensors"))
         # The final weights are the ones to report; best was chosen on validation images.

@@ -9,35 +9,50 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import CheckpointError
-from .files import load_torch_weights, read_checkpoint
+from .files import load_torch_weights, named_weights, read_checkpoint
+from .schema import META_KEY
 
 HEAD = "fc"  # the classifier's module name, in resnets, torchvision and timm alike
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A name -> tensor dict from a ``.safetensors`` file (plain, or a resnets checkpoint) or a
-    torch ``.pth``/``.pt``/``.bin`` file (read with ``weights_only=True``: no code runs)."""
-    path = Path(path).expanduser()
+    torch ``.pth``/``.pt``/``.bin`` file (read with ``weights_only=True``: no code runs), or the
+    name of shipped weights (``resnet20.cifar10``)."""
+    path = named_weights(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist. Give a local .pth or "
-                              f".safetensors file, or torchvision:MODEL for torchvision's "
-                              f"published weights.")
+                              f".safetensors file, or the name of shipped weights "
+                              f"(`resnets weights` lists them).")
     if path.suffix != ".safetensors":
         return load_torch_weights(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            is_resnets = "resnets" in (f.metadata() or {})
+            is_resnets = META_KEY in (f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}).") from None
     return read_checkpoint(path).model_state if is_resnets else state
+
+
+def weights_record(path: str | os.PathLike) -> dict | None:
+    """The record of a resnets checkpoint (a path or a shipped weight's name): its classes,
+    normalization and so on; None for other weights files, which carry no such record."""
+    path = named_weights(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_resnets = META_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError):
+        return None  # read_state_dict names the problem when the weights are loaded
+    return read_checkpoint(path).meta if is_resnets else None
 
 
 def load_state_dict_for_model(model: nn.Module, state: dict[str, torch.Tensor],

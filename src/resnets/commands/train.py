@@ -68,7 +68,7 @@ def _default_help(name: str, defaults, per_model: dict, by_depth: dict | None = 
     shown = "auto" if name == "channels_last" and value is None else _shown(value)
     if name == "milestones":
         shown += (f" for {_shown(defaults.iterations)} iterations, rescaled when --iterations "
-                  f"is given")
+                  f"is given for a new run; a resumed run keeps its own")
     special = {}
     for model, table in per_model.items():
         if name in table:

@@ -17,8 +17,21 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from ..config import TrainConfig
-from ..data import DeviceLoader, Normalization, data_fingerprint, load_image_set
+from ..checkpoint import weights_record
+from ..config import (
+    OPTIONS,
+    TrainConfig,
+    finetune_batch,
+    finetune_before_data,
+    finetune_to_data,
+)
+from ..data import (
+    NORMALIZATION_KINDS,
+    DeviceLoader,
+    Normalization,
+    data_fingerprint,
+    load_image_set,
+)
 from ..errors import UserError
 from ..eval.run_split import run_split
 from ..models import model_info
@@ -26,6 +39,8 @@ from .distributed import DistEnv
 
 
 class TrainData:
+    cfg: TrainConfig  # the run's config, with the fine-tuning defaults fitted to the data
+    notes: list[str]  # one line per default fitted to the data, for the run's first lines
     classes: list[str]
     source: str
     skipped: list[str]
@@ -61,26 +76,74 @@ def validation_record(images: int, what: str, *, held_out_of_training: bool,
 
 
 def build_train_data(cfg: TrainConfig, device: torch.device, channels_last: bool,
-                     env: DistEnv) -> TrainData:
+                     env: DistEnv, given: set[str] | None = None) -> TrainData:
+    """The run's data. ``given``: the options the user set; with ``cfg.init`` the others get
+    fine-tuning defaults fitted to the data (`resnets.config.finetune_to_data`), which
+    ``TrainData.cfg`` holds and ``TrainData.notes`` states. None: every option counts as
+    given."""
+    given = set(OPTIONS) if given is None else given
     model_info(cfg.model)  # an unknown name is refused with the closest registered ones
-    if cfg.resolved_pipeline() == "device":
-        return DeviceData(cfg, device, channels_last, env)
-    return FolderData(cfg, device, channels_last, env)
+    cls = DeviceData if cfg.resolved_pipeline() == "device" else FolderData
+    return cls(cfg, device, channels_last, env, given)
+
+
+def check_batch(batch_size: int, train_images: int) -> None:
+    """Refuse a batch that no epoch of ``train_images`` fills, naming the one that would."""
+    if batch_size > train_images:
+        raise UserError(f"--batch-size {batch_size}: the {train_images} training images give "
+                        f"no complete batch. Use --batch-size "
+                        f"{finetune_batch(batch_size, train_images)} (a quarter of them) or any "
+                        f"number up to {train_images}, or use more data.")
+
+
+def kept_normalization(cfg: TrainConfig, kinds: tuple[str, ...],
+                       shape: list[int]) -> tuple[Normalization | None, str | None]:
+    """The --init weights' own input normalization, kept unless ``cfg.refit_normalization``
+    (None where there is none to keep), and the line that says which one the run uses.
+    ``kinds``: those this pipeline can apply; ``shape``: the (C, H, W) of its inputs."""
+    if not cfg.init:
+        return None, None
+    if cfg.refit_normalization:
+        return None, "input normalization: measured on the new training images " \
+                     "(--refit-normalization)"
+    record = (weights_record(cfg.init) or {}).get("normalization")
+    if record is None:
+        return None, (f"input normalization: measured on the new training images ({cfg.init} "
+                      f"carries none to keep)")
+    kept = Normalization.from_dict(record)
+    mean_shape = list(torch.tensor(kept.mean).shape)
+    if kept.kind not in kinds or (kept.kind == "per_pixel_mean" and mean_shape != shape):
+        raise UserError(f"the input normalization of {cfg.init} ({kept.kind}, mean of shape "
+                        f"{mean_shape}) does not fit this pipeline's {shape} inputs; add "
+                        f"--refit-normalization for one of the new data's own.")
+    return kept, (f"input normalization: kept from {cfg.init} ({kept.kind}, part of the "
+                  f"pretrained net); --refit-normalization measures it on the new images")
 
 
 class DeviceData(TrainData):
     def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
-                 env: DistEnv):
+                 env: DistEnv, given: set[str]):
+        cfg, self.notes = finetune_before_data(cfg, given)
         data = load_image_set(cfg.data, split="train", cache_dir=cfg.cache_dir,
                               skip_bad_images=cfg.skip_bad_images)
+        # This pipeline reads train/ only: a val/ folder beside it does not validate.
+        cfg, notes = finetune_to_data(cfg, given, images=len(data.labels), val_folder=False,
+                                      world_size=env.world_size)
+        if cfg.init and cfg.data and (Path(cfg.data) / "val").is_dir():
+            notes.append(f"{cfg.data}/val is not read: {cfg.model} trains and validates on "
+                         f"{cfg.data}/train, held out by --val-split")
+        self.cfg, self.notes = cfg, self.notes + notes
         train_idx, val_idx = run_split(len(data.labels), val_split=cfg.val_split, seed=cfg.seed,
                                        train_subset=cfg.train_subset, source=data.source)
+        check_batch(cfg.batch_size, len(train_idx))
         self.classes, self.source = list(data.classes), data.source
         self.skipped = list(data.skipped)
         self.fingerprint = data_fingerprint(data)
         train_images = data.images[train_idx]
-        self.normalization = Normalization.fit(train_images, cfg.normalization)
         self.image_size = [3, *data.images.shape[2:]]
+        kept, note = kept_normalization(cfg, NORMALIZATION_KINDS, self.image_size)
+        self.normalization = kept or Normalization.fit(train_images, cfg.normalization)
+        self.notes += [note] if note else []
         self.preprocessing = None
         try:
             self.loader = DeviceLoader(
@@ -115,7 +178,7 @@ class FolderData(TrainData):
     """ImageNet-style ``ROOT/train/<class>`` (+ ``ROOT/val/<class>``) or ``ROOT/<class>``."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, channels_last: bool,
-                 env: DistEnv):
+                 env: DistEnv, given: set[str]):
         # The folder pipeline imports torchvision (about a second): CIFAR runs, which use
         # the device pipeline, do not pay for it.
         from ..data.folder import (
@@ -133,25 +196,40 @@ class FolderData(TrainData):
                             f"<class>/<images>; got {cfg.data!r}. Extract archives first.")
         root = Path(cfg.data)
         split = "train" if (root / "train").is_dir() else None
+        val_folder = split is not None and (root / "val").is_dir()
         self.device, self.channels_last = device, channels_last
+        cfg, self.notes = finetune_before_data(cfg, given)
+        kept, note = kept_normalization(cfg, ("channel_mean_std",), [3, cfg.crop_size,
+                                                                     cfg.crop_size])
+        self.normalization = kept or Normalization("channel_mean_std", list(IMAGENET_MEAN),
+                                                   list(IMAGENET_STD))
+        if note and not kept:  # this pipeline never measures: it takes ImageNet's statistics
+            note = "input normalization: ImageNet's per-channel mean and std"
+        mean, std = self.normalization.mean, self.normalization.std
+        train_tf = train_transform(cfg.crop_size, tuple(cfg.scale_range), lighting=cfg.lighting,
+                                   mean=mean, std=std)
+        eval_tf = eval_transform(cfg.crop_size, cfg.eval_resize, mean=mean, std=std)
+        train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
+        self.classes, self.skipped = list(train_set.classes), train_set.skipped
+        self.source = f"image folder {root}"
+        cfg, notes = finetune_to_data(cfg, given, images=len(train_set), val_folder=val_folder,
+                                      world_size=env.world_size)
+        self.cfg, self.notes = cfg, self.notes + notes + ([note] if note else [])
         per_rank, rem = divmod(cfg.batch_size, env.world_size)
         if rem:
             raise UserError(f"--batch-size {cfg.batch_size} does not split evenly over "
                             f"{env.world_size} processes.")
-        train_tf = train_transform(cfg.crop_size, tuple(cfg.scale_range), lighting=cfg.lighting)
-        eval_tf = eval_transform(cfg.crop_size, cfg.eval_resize)
-        train_set = FolderDataset(root, split, train_tf, skip_bad_images=cfg.skip_bad_images)
-        self.classes, self.skipped = list(train_set.classes), train_set.skipped
-        self.source = f"image folder {root}"
         # Folders are decoded per sample, so there is no decoded copy to hash: no fingerprint.
         self.fingerprint = None
         train_idx, val_idx = run_split(len(train_set), val_split=cfg.val_split, seed=cfg.seed,
-                                       train_subset=cfg.train_subset, source=self.source)
+                                       train_subset=cfg.train_subset, source=self.source,
+                                       val_folder=val_folder)
+        check_batch(cfg.batch_size, len(train_idx))
         val_set = None
         if cfg.val_split:
             plain = FolderDataset(root, split, eval_tf, skip_bad_images=cfg.skip_bad_images)
             val_set = Subset(plain, val_idx.tolist())
-        elif split and (root / "val").is_dir():
+        elif val_folder:
             val_set = FolderDataset(root, "val", eval_tf, skip_bad_images=cfg.skip_bad_images)
             if list(val_set.classes) != self.classes:
                 raise UserError(f"{root}/val has other class folders than {root}/train.")
@@ -174,13 +252,6 @@ class FolderData(TrainData):
                 self.num_val, f"{root}/val, the data's own val split", held_out_of_training=False,
                 eval_split="val")
         self.steps_per_epoch = len(self.loader)
-        if self.steps_per_epoch == 0:
-            raise UserError(f"{self.num_train} training images give no complete batch of "
-                            f"{cfg.batch_size}. Lower --batch-size or use more data.")
-        # TrainConfig refuses any other normalization for this pipeline: this is what ran.
-        assert cfg.normalization == "channel_mean_std", cfg.normalization
-        self.normalization = Normalization("channel_mean_std", list(IMAGENET_MEAN),
-                                           list(IMAGENET_STD))
         self.image_size = [3, cfg.crop_size, cfg.crop_size]
         self.preprocessing = {"resize": cfg.eval_resize, "crop": cfg.crop_size,
                               "interpolation": "bilinear"}

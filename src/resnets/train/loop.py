@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import BEST, LAST, Checkpoint, check_finite, restore_rng, save_checkpoint
-from ..config import TrainConfig, merge_resumed_config
+from ..config import TrainConfig, kept_milestones_note, merge_resumed_config
 from ..data import describe_data, same_images
 from ..device import autocast, device_name
 from ..errors import CheckpointError, UserError
@@ -99,8 +99,12 @@ class Trainer:
         self.out = out
         self._lock, ckpt, self.resumed_from = open_run(out, self.dist, resume=resume,
                                                        overwrite=overwrite)
+        self.notes: list[str] = []  # what the run chose for the user, for its first lines
         if ckpt is not None:
-            cfg = merge_resumed_config(ckpt.meta["config"], cfg, explicit)
+            stored = ckpt.meta["config"]
+            cfg = merge_resumed_config(stored, cfg, explicit)
+            note = kept_milestones_note(stored, cfg, explicit)
+            self.notes += [note] if note else []
         self.cfg = cfg
         self.quiet = quiet or not self.dist.is_main
 
@@ -115,7 +119,11 @@ class Trainer:
         seed_everything(cfg.seed)
         model_info(cfg.model)  # unknown names fail here, before data loading
 
-        self.data = build_train_data(cfg, self.device, self.channels_last, self.dist)
+        # A resumed run keeps the options it ran with: defaults are fitted to the data once.
+        self.data = build_train_data(cfg, self.device, self.channels_last, self.dist,
+                                     given=explicit if ckpt is None else None)
+        self.cfg = cfg = self.data.cfg
+        self.notes += self.data.notes
         if cfg.num_classes is not None and cfg.num_classes != len(self.classes):
             raise UserError(f"--num-classes {cfg.num_classes} does not match the "
                             f"{len(self.classes)} class folders of {self.data.source} "
@@ -204,6 +212,7 @@ class Trainer:
                 else "not kept (these are the images results are reported on: report the "
                      "final weights)"),
             "data_fingerprint": self.data.fingerprint,
+            "chosen": self.notes,
         }
 
     # ------------------------------------------------------------- checkpointing
@@ -367,6 +376,8 @@ class Trainer:
         stopped, code, finished = None, 0, False
         if self.resumed_from is not None:
             logger.message(f"resumed from {self.resumed_from} at iteration {self.iteration}")
+        for note in self.notes:
+            logger.message(note)
         if self.skipped_images:
             logger.message(f"skipped {len(self.skipped_images)} unreadable image file(s) "
                            f"(--skip-bad-images), e.g. {self.skipped_images[0]}; all are "
