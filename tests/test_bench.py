@@ -100,9 +100,13 @@ def test_cli_ends_with_one_json_line(capsys):
 
 
 def test_bench_speaks_trains_vocabulary_and_resolves_auto(capsys, monkeypatch, tmp_path):
+    from resnets import bench
     from resnets.train import precision
 
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path))
+    # The probe is faked to pick bf16: a CPU without it in hardware would spend minutes
+    # emulating the bf16 matmul peak, which is not what this test is about.
+    monkeypatch.setattr(bench, "matmul_peak_tflops", lambda *a, **k: 1.0)
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     monkeypatch.setattr(precision, "measure",
                         lambda model, kwargs, batch, size, paths:

@@ -70,7 +70,8 @@ def test_switches_and_normalization_are_explained(capsys):
     assert "--deterministic, --no-deterministic deterministic kernels" in text
     assert ("per_pixel_mean: subtract the training split's mean image (the paper; device "
             "pipeline only); channel_mean_std: per-channel mean and std (the folder pipeline's: "
-            "fixed ImageNet statistics) (default: per_pixel_mean)") in text
+            "ImageNet's statistics, or with --init the pretrained net's own) (default: "
+            "per_pixel_mean)") in text
     assert "defaults shown are those of the default recipe, cifar10-paper" in text
 
 

@@ -42,12 +42,14 @@ def load_calls(monkeypatch):
 @pytest.mark.parametrize("command", ["eval", "analyze"])
 def test_without_flags_no_path_comes_from_the_checkpoint(cli, hostile, load_calls, tmp_path,
                                                          command):
+    # The run recorded data of its own: without --data nothing is read, downloaded or
+    # written, neither there nor anywhere else, and the user is told to give --data.
     path, planted = hostile
     argv = (["eval", "--checkpoint", path] if command == "eval" else
             ["analyze", "responses", "--checkpoint", path, "--out", tmp_path / "a"])
-    with pytest.raises(_Stop):
-        cli(*argv, "--device", "cpu")
-    assert load_calls == [(None, None)]  # CIFAR-10 in $RESNETS_CACHE / the default cache
+    err = cli.error(*argv, "--device", "cpu")
+    assert load_calls == [] and not planted.exists()
+    assert "Without --data nothing is read or downloaded" in err and "Give --data" in err
 
 
 def test_eval_writes_decoded_data_where_the_user_says(cli, hostile, color_folder, tmp_path,

@@ -48,10 +48,10 @@ def test_faster_rcnn_over_resnet50_gives_losses_stem_gradients_and_boxes():
 
 
 def test_faster_rcnn_over_resnet8_learns_to_detect():
-    """Overfitting two scenes (coloured boxes on noise) in 60 SGD steps: afterwards the
-    confident detections are the targets, with their labels. Measured with seeds 0-3: best
-    IoU 0.74-0.91, scores of the targets >= 0.83, every other score <= 0.22; loss 0.48-0.66
-    at the last step (2.0 and 2.5 at the first, seeds 0 and 1)."""
+    """Overfitting two scenes (coloured boxes on noise) in 100 SGD steps: afterwards the
+    confident detections are the targets, with their labels. Measured on an AMD EPYC (2
+    threads), seeds 0-2: scores of the targets >= 0.97, every other score <= 0.08, last loss
+    0.18-0.27. At 60 steps two of those three seeds still scored a target 0.49 there."""
     torch.manual_seed(0)
     # A three-stage CIFAR net: one anchor size per pyramid level ("0", "1", "2", "pool").
     backbone = fpn_backbone(create_model("resnet8"), out_channels=32)
@@ -76,7 +76,7 @@ def test_faster_rcnn_over_resnet8_learns_to_detect():
     optimizer = torch.optim.SGD(detector.parameters(), lr=0.01, momentum=0.9)
     detector.train()
     totals = []
-    for _ in range(60):
+    for _ in range(100):
         loss = sum(detector(images, targets).values())
         optimizer.zero_grad()
         loss.backward()

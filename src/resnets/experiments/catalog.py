@@ -31,7 +31,8 @@ def setup_note(rows: list[dict]) -> str:
 
 
 PAPER_TABLE6_NOTE = ("The paper's column: its CIFAR-10 test error, of nets trained on all 50k "
-                     "training images (its 45k/5k split only chose the schedule).")
+                     "training images (the paper held 5k of them out only to choose the "
+                     "schedule).")
 
 
 def test_column_note(rows: list[dict]) -> str:
@@ -43,7 +44,7 @@ def test_column_note(rows: list[dict]) -> str:
                 "images: the paper's Table 6 protocol.")
     return ("Test error: the source's test split, of nets trained without their held-out "
             "validation images, so not the paper's protocol (its Table 6 nets were trained on "
-            "all 50k images, the 45k/5k split only chose the schedule): `resnets experiment "
+            "all 50k images; holding 5k out only chose the schedule): `resnets experiment "
             "table6 --val-split 0 --test` runs that protocol.")
 
 
@@ -292,7 +293,8 @@ def paper_cifar_summary(rows: list[dict], summary: dict, out: Path) -> tuple[str
         "AMX): the one number per net that the shipped weights (`val_error`) and the README "
         "give; `resnets eval` in fp32 may differ by a few images. The paper's column is its "
         "CIFAR-10 *test* error on the original images, of nets trained on all 50k training "
-        "images (the shared data has no test split, so ours train on 45k). Absolute errors "
+        "images (the shared data has no test split, so ours hold validation images out). "
+        "Absolute errors "
         "are not comparable: JPEG quality ~75 costs a net trained on the original images "
         "about 10.7 points (akamaster's ResNet-20: 8.27% on the original test set, 18.97% on "
         "its JPEGs), and a ResNet-20 trained and tested on JPEGs errs 3.7 points above the "

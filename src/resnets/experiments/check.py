@@ -226,7 +226,7 @@ def check_run(run_dir: str | Path, against: str | Path, *,
 
     def committed(record: dict, fp: dict | None, key: str) -> str:
         if key == "data" and mine_fp and fp:
-            return describe_data(fp)
+            return json.dumps(describe_data(fp))
         return json.dumps(record["config"][key])
 
     diffs: dict[str, tuple[Any, str]] = {
