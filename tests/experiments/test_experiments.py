@@ -225,7 +225,7 @@ def test_table6_final_protocol_trains_on_all_images_and_reports_test_error(split
     assert ("Test error: the source's test split, nets trained on all its training images: "
             "the paper's Table 6 protocol.") in table
     assert ("The paper's column: its CIFAR-10 test error, of nets trained on all 50k training "
-            "images (its 45k/5k split only chose the schedule).") in table
+            "images (the paper held 5k of them out only to choose the schedule).") in table
 
 
 def test_a_test_column_of_nets_trained_on_45k_does_not_claim_the_papers_protocol():
