@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,49 +151,50 @@ def _holders(root: Path, runs: list[Path]) -> dict[Path, int]:
 
 
 @dataclass
-class Stopped:
+class Outcome:
+    """What became of one held directory after a stop or a snapshot request."""
     directory: str
     pid: int
-    saved_iteration: int | None  # the newest checkpoint after the stop (None: none, or timeout)
-    done: bool  # the holder released its lock within the timeout
+    saved_iteration: int | None  # its newest checkpoint afterwards (None: none written)
+    done: bool  # it stopped (stop) or saved (snapshot) within the timeout
 
 
-def stop(root: str | os.PathLike, *, timeout: float = 600, poll: float = 0.2) -> list[Stopped]:
+def _wait(directories, pending: Callable[[Path], bool], timeout: float,
+          poll: float) -> set[Path]:
+    """Poll until ``pending`` is false for every directory or ``timeout`` seconds pass; the
+    directories still pending then."""
+    deadline = time.monotonic() + timeout
+    waiting = set(directories)
+    while waiting and time.monotonic() < deadline:
+        waiting = {d for d in waiting if pending(d)}
+        if waiting:
+            time.sleep(poll)
+    return waiting
+
+
+def _outcome(directory: Path, pid: int, waiting: set[Path]) -> Outcome:
+    newest = read_newest(directory) if is_run(directory) else None
+    return Outcome(str(directory), pid, newest[1].iteration if newest else None,
+                   directory not in waiting)
+
+
+def stop(root: str | os.PathLike, *, timeout: float = 600, poll: float = 0.2) -> list[Outcome]:
     """SIGTERM every process holding a run (or the experiment) under ``root``, then wait until
     each has saved and released its lock. Processes elsewhere are never signalled."""
     root = Path(root)
-    runs = find_runs(root)
-    held = _holders(root, runs)
+    held = _holders(root, find_runs(root))
     for pid in dict.fromkeys(held.values()):  # a one-process experiment holds both locks
         if pid > 0:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass  # ended on its own since
-    deadline = time.monotonic() + timeout
-    waiting = dict(held)
-    while waiting and time.monotonic() < deadline:
-        waiting = {d: p for d, p in waiting.items() if lock_holder(d) is not None}
-        if waiting:
-            time.sleep(poll)
-    result = []
-    for directory, pid in held.items():
-        newest = read_newest(directory) if is_run(directory) else None
-        result.append(Stopped(str(directory), pid, newest[1].iteration if newest else None,
-                              directory not in waiting))
-    return result
-
-
-@dataclass
-class Snapshot:
-    directory: str
-    pid: int
-    saved_iteration: int | None
-    done: bool  # the trainer saved within the timeout
+    waiting = _wait(held, lambda d: lock_holder(d) is not None, timeout, poll)
+    return [_outcome(directory, pid, waiting) for directory, pid in held.items()]
 
 
 def snapshot(root: str | os.PathLike, *, timeout: float = 300,
-             poll: float = 0.2) -> list[Snapshot]:
+             poll: float = 0.2) -> list[Outcome]:
     """Ask every running run under ``root`` to save its state now and keep training; wait
     until each has. Then the run directories hold a consistent state that git can commit
     (``last`` is replaced atomically; log rows after it are dropped on resume)."""
@@ -200,20 +202,9 @@ def snapshot(root: str | os.PathLike, *, timeout: float = 300,
     running = {d: p for d, p in _holders(root, find_runs(root)).items() if is_run(d)}
     for directory in running:
         (directory / SNAPSHOT_REQUEST).touch()
-    deadline = time.monotonic() + timeout
-    waiting = set(running)
-    while waiting and time.monotonic() < deadline:
-        # Done when the trainer has taken the request, or is gone (it saved when it stopped).
-        waiting = {d for d in waiting if (d / SNAPSHOT_REQUEST).exists()
-                   and lock_holder(d) is not None}
-        if waiting:
-            time.sleep(poll)
-    result = []
-    for directory, pid in running.items():
-        if directory in waiting:  # an older trainer that does not take requests: withdraw it
-            (directory / SNAPSHOT_REQUEST).unlink(missing_ok=True)
-        newest = read_newest(directory)
-        result.append(Snapshot(str(directory), pid, newest[1].iteration if newest else None,
-                               directory not in waiting))
-    return result
-
+    # Done when the trainer has taken the request, or is gone (it saved when it stopped).
+    waiting = _wait(running, lambda d: (d / SNAPSHOT_REQUEST).exists()
+                    and lock_holder(d) is not None, timeout, poll)
+    for directory in waiting:  # an older trainer that does not take requests: withdraw it
+        (directory / SNAPSHOT_REQUEST).unlink(missing_ok=True)
+    return [_outcome(directory, pid, waiting) for directory, pid in running.items()]
