@@ -17,7 +17,7 @@ LAYERS = [
     ["eval"],
     ["checkpoint", "config", "analysis"],
     ["data", "models"],
-    ["errors", "device", "version", "recipes"],
+    ["errors", "device", "version", "recipes", "roofline"],
 ]
 
 

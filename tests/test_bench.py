@@ -25,6 +25,10 @@ def test_resnet8_bench_reports_speed_peak_and_fraction():
     expected = res["img_per_s"] * res["flops_per_image"] / 1e12
     assert res["model_tflops"] == pytest.approx(expected)
     assert res["torchvision"] is None  # a CIFAR net has no torchvision twin
+    # Inference reads the input and writes at least every conv's output once.
+    assert res["bytes_per_image"] > 2 * 4 * (3 + 16) * 32 * 32 and res["bandwidth_gbs"] > 0
+    expected = res["img_per_s"] * res["bytes_per_image"] / (res["bandwidth_gbs"] * 1e9)
+    assert res["bandwidth_fraction"] == pytest.approx(expected)
 
 
 def test_train_mode_counts_three_passes():

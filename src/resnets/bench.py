@@ -13,6 +13,11 @@ for the ImageNet depths, against torchvision's implementation of the same networ
 - ``model_tflops`` and ``peak_fraction``: the model's useful FLOP/s, counting 2 FLOPs per
   multiply-add of `resnets.count_macs` at the input size (x3 for training: the backward pass
   costs about twice the forward), and its fraction of that peak.
+- ``bytes_per_image`` and ``bandwidth_fraction``: the bytes one step's aten ops read and
+  write at their boundaries (`resnets.roofline.record_ops`, eager, no reuse between ops)
+  per image, and the share of the machine's copy bandwidth (``bandwidth_gbs``,
+  `resnets.roofline.copy_bandwidth_gbs`) that this traffic takes at the measured speed. A
+  step near 100% is bound by memory traffic; fusing ops is what lowers it.
 - ``torchvision``: for resnet18/34/50/101/152, torchvision's model measured in the same run
   under the same settings, and ``ratio`` = ours / torchvision. The paper's ResNet-50/101/152
   stride in the bottleneck's 1x1 ("v1"); torchvision strides in the 3x3 ("v1.5", more MACs).
@@ -34,6 +39,7 @@ from torch import nn
 from .device import autocast, cpu_model, device_name, resolve_device
 from .errors import UserError
 from .models import count_macs, create_model, model_info
+from .roofline import copy_bandwidth_gbs, record_ops
 from .train.precision import choose as choose_precision
 from .train.precision import native_bf16
 from .version import versions
@@ -178,6 +184,11 @@ def _prepare(model: nn.Module, device: torch.device, channels_last: bool,
     return torch.compile(model) if compile else model
 
 
+def _classes(model: nn.Module) -> int:
+    fc = getattr(model, "fc", None)
+    return fc.out_features if isinstance(fc, nn.Linear) else 1000
+
+
 def run_benchmark(
     name: str,
     *,
@@ -243,16 +254,20 @@ def run_benchmark(
         macs["ours_tv_layout"] = count_macs(models["ours_tv_layout"], input_size)
     step_fns = {}
     for key, model in models.items():
-        classes = model.fc.out_features if isinstance(getattr(model, "fc", None),
-                                                      nn.Linear) else 1000
         step_fns[key] = make_step(_prepare(model, dev, channels_last, compile),
                                   batch_size=batch, input_size=input_size, device=dev,
                                   mode=mode, precision=precision,
-                                  channels_last=channels_last, num_classes=classes)
+                                  channels_last=channels_last, num_classes=_classes(model))
     seconds = time_interleaved(step_fns, device=dev, steps=steps, warmup=warmup,
                                rounds=rounds)
     img_per_s = {key: batch / sec for key, sec in seconds.items()}
     peak = matmul_peak_tflops(dev, _DTYPES[precision], size=peak_size)
+    bandwidth = copy_bandwidth_gbs(dev)
+    # The traffic of the eager ops (of the uncompiled module even under --compile).
+    eager_step = make_step(models["ours"], batch_size=batch, input_size=input_size, device=dev,
+                           mode=mode, precision=precision, channels_last=channels_last,
+                           num_classes=_classes(models["ours"]))
+    bytes_per_image = sum(r.bytes for r in record_ops(eager_step, dev)) / batch
     model_tflops = img_per_s["ours"] * 2 * macs["ours"] * flops_factor / 1e12
     result = {
         "model": name,
@@ -272,6 +287,9 @@ def run_benchmark(
         "peak_tflops": peak,
         "peak_dtype": precision,
         "peak_fraction": model_tflops / peak,
+        "bytes_per_image": bytes_per_image,
+        "bandwidth_gbs": bandwidth,
+        "bandwidth_fraction": img_per_s["ours"] * bytes_per_image / (bandwidth * 1e9),
         "torchvision": None,
         "device": str(dev),
         "device_name": device_name(dev),

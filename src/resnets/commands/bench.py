@@ -1,5 +1,6 @@
 """`resnets bench`: images/s of a model on synthetic data, its fraction of the device's
-matmul peak, and torchvision's model beside it for the ImageNet depths."""
+matmul peak and of its memory bandwidth, and torchvision's model beside it for the ImageNet
+depths."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from ..bench import run_benchmark
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "bench", help="measure a model's images/s, FLOP/s and torchvision ratio",
+        "bench", help="measure a model's images/s, FLOP/s, memory traffic and torchvision ratio",
         description="Time a registered model on synthetic data after a warm-up, set its FLOP/s "
-                    "against a matmul timed on the same device, and for resnet18/34/50/101/152 "
+                    "against a matmul timed on the same device and its memory traffic "
+                    "against a timed copy, and for resnet18/34/50/101/152 "
                     "time torchvision's model in the same run.")
     p.add_argument("--model", required=True, help="a registered name (`resnets models`)")
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=None,
@@ -59,6 +61,9 @@ def run(args) -> int:
           f"({res['flops_per_image'] / 1e9:.2f} GFLOP/image)")
     print(f"  matmul peak {res['peak_tflops']:.3f} TFLOP/s ({res['peak_dtype']}): the model "
           f"reaches {100 * res['peak_fraction']:.1f}%")
+    print(f"  memory traffic {res['bytes_per_image'] / 1e6:.2f} MB/image between ops; copy "
+          f"bandwidth {res['bandwidth_gbs']:.1f} GB/s: the model moves "
+          f"{100 * res['bandwidth_fraction']:.1f}% of it")
     tv = res["torchvision"]
     if tv is not None:
         print(f"  torchvision {tv['img_per_s']:10.1f} img/s; ours ({tv['ours']['layout']}) "
